@@ -1,0 +1,2 @@
+/* Every hook keeps the SDK's default: forward unchanged. */
+#include "hyperfilter.h"

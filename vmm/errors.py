@@ -1,0 +1,86 @@
+"""Typed errors: what went wrong loading a plugin, and what went wrong inside a sandbox."""
+
+from __future__ import annotations
+
+
+class PluginLoadError(Exception):
+    """A plugin, its manifest or its wasm cannot be used. Raised at load, never per stream."""
+
+    def __init__(self, plugin: str, problem: str) -> None:
+        super().__init__(f"plugin {plugin!r}: {problem}")
+        self.plugin = plugin
+        self.problem = problem
+
+
+class ManifestError(PluginLoadError):
+    """The manifest is missing, malformed, or names something unknown."""
+
+
+class NotWasmError(PluginLoadError):
+    """The plugin file is not a WebAssembly module or component."""
+
+
+class WorldMismatchError(PluginLoadError):
+    """The wasm does not implement the hyperfilter world (missing or mistyped exports)."""
+
+
+class UngrantedImportError(PluginLoadError):
+    """The wasm imports an interface its manifest does not grant."""
+
+    def __init__(self, plugin: str, interface: str, detail: str = "") -> None:
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(
+            plugin, f"imports {interface} but its manifest does not grant it{suffix}"
+        )
+        self.interface = interface
+
+
+class TierUnavailableError(PluginLoadError):
+    """The isolation tier asked for cannot run this plugin, or cannot run on this machine."""
+
+
+class SandboxFault(Exception):
+    """A plugin failed while handling an event. The sandbox is poisoned afterwards."""
+
+    cause = "fault"
+
+    def __init__(self, plugin: str, detail: str) -> None:
+        super().__init__(f"plugin {plugin!r} {self.cause}: {detail}")
+        self.plugin = plugin
+        self.detail = detail
+
+
+class PluginTrap(SandboxFault):
+    """The plugin trapped: unreachable, out-of-bounds access, stack overflow, a denied call."""
+
+    cause = "trapped"
+
+
+class CpuLimitExceeded(SandboxFault):
+    """The plugin ran past its CPU time bound for one event."""
+
+    cause = "exceeded its CPU bound"
+
+
+class MemoryLimitExceeded(SandboxFault):
+    """The plugin needed more memory than its limit allows."""
+
+    cause = "exceeded its memory limit"
+
+
+class InvalidVerdict(SandboxFault):
+    """The plugin returned a verdict the host cannot use (bad tag, bounds, header, UTF-8)."""
+
+    cause = "returned an invalid verdict"
+
+
+class VmFault(SandboxFault):
+    """The micro-VM stopped in a way the host did not expect (bad port, MMIO, shutdown)."""
+
+    cause = "crashed its VM"
+
+
+class SandboxPoisoned(SandboxFault):
+    """An event was delivered to a sandbox that already failed."""
+
+    cause = "is poisoned by an earlier fault"

@@ -1,0 +1,39 @@
+"""Capability host functions in canonical-ABI terms, for plugins that are core modules: lift
+the call's core arguments from the plugin's memory, run the host method, lower its result
+(into the plugin's memory when it does not fit one core value)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vmm.canonical import Enum, Memory, Result
+from vmm.capabilities import CapabilityError, HostFunction
+
+CoreHostCall = Callable[[Memory, list[int]], int | None]
+
+
+def core_host_call(fn: HostFunction, method: Callable[..., Any]) -> CoreHostCall:
+    signature = fn.signature
+    result = signature.result
+
+    def call(mem: Memory, flat: list[int]) -> int | None:
+        values = iter(flat)
+        args = [param.lift_flat(mem, values) for param in signature.params]
+        if result is None:
+            method(*args)
+            return None
+        if isinstance(result, Result):
+            assert isinstance(result.err, Enum)
+            try:
+                value: Any = (0, method(*args))
+            except CapabilityError as error:
+                value = (1, result.err.names.index(error.case))
+        else:
+            value = method(*args)
+        if signature.result_in_memory:
+            result.store(mem, next(values) & 0xFFFFFFFF, value)
+            return None
+        return result.lower_flat(mem, value)[0]
+
+    return call

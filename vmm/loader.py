@@ -1,0 +1,34 @@
+"""Loading a plugin from its directory: manifest, wasm file, host environment, backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+from vmm.capabilities import HostEnv, MetricsSink, PluginLog
+from vmm.capabilities.log import DEFAULT_RATE, LogGrant
+from vmm.errors import PluginLoadError
+from vmm.manifest import load_manifest
+from vmm.sandbox import Backend, LoadedPlugin
+
+
+def load_plugin(location: Path, backend: Backend, metrics: MetricsSink,
+                config: Mapping[str, str] | None = None) -> LoadedPlugin:
+    """Load the plugin in `location` (a directory or a manifest file). `config` overrides
+    entries of the manifest's own `[config]`."""
+    manifest = load_manifest(location)
+    if config:
+        manifest = dataclasses.replace(manifest, config={**manifest.config, **config})
+    try:
+        wasm = manifest.wasm.read_bytes()
+    except FileNotFoundError:
+        raise PluginLoadError(
+            manifest.name, f"no wasm file at {manifest.wasm}; build it with "
+            f"`hyperfilter plugin build {manifest.wasm.parent}`") from None
+    except OSError as exc:
+        raise PluginLoadError(manifest.name, f"cannot read {manifest.wasm}: {exc}") from None
+    log_grant = manifest.grants.get("log")
+    rate = log_grant.rate if isinstance(log_grant, LogGrant) else DEFAULT_RATE
+    env = HostEnv(manifest.name, manifest.config, PluginLog(manifest.name, rate), metrics)
+    return backend.load(manifest, wasm, env)

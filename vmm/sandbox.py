@@ -1,0 +1,74 @@
+"""The Sandbox/Backend interface: the only bridge between the sidecar and an isolation tier.
+
+A Backend loads a plugin (compile, check its imports and exports against the world and the
+manifest's grants, link the granted host functions) into a LoadedPlugin. A LoadedPlugin makes
+one fresh Sandbox per stream: its own memory, nothing shared with any other stream. Events go
+in one at a time; each returns a verdict or raises a SandboxFault, after which the sandbox is
+poisoned. `close()` destroys the sandbox and releases its memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from vmm.capabilities import HostEnv
+from vmm.errors import InvalidVerdict, SandboxFault, SandboxPoisoned
+from vmm.events import Event, Verdict
+from vmm.manifest import Manifest
+from vmm.world import VerdictProblem, check_verdict
+
+
+class Sandbox(ABC):
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.fault: SandboxFault | None = None
+
+    def deliver(self, event: Event) -> Verdict | None:
+        """Run the plugin's handler for `event`: a verdict, None for `TcpClose`."""
+        if self.fault is not None:
+            raise SandboxPoisoned(self.plugin, self.fault.detail)
+        try:
+            return check_verdict(event, self._run(event))
+        except VerdictProblem as problem:
+            self.fault = InvalidVerdict(self.plugin, str(problem))
+        except SandboxFault as fault:
+            self.fault = fault
+        raise self.fault
+
+    @abstractmethod
+    def _run(self, event: Event) -> Verdict | None:
+        """Deliver one event in the tier's own way; raise a SandboxFault on failure."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Destroy the sandbox; idempotent."""
+
+
+class LoadedPlugin(ABC):
+    """A plugin compiled, checked and linked by one backend, ready to make sandboxes."""
+
+    tier: ClassVar[str]
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @abstractmethod
+    def new_sandbox(self) -> Sandbox:
+        """A fresh sandbox: memory no earlier stream touched."""
+
+
+class Backend(ABC):
+    tier: ClassVar[str]
+
+    @abstractmethod
+    def load(self, manifest: Manifest, wasm: bytes, env: HostEnv) -> LoadedPlugin:
+        """Compile (or take from the cache), check and link a plugin; raise PluginLoadError."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the backend holds (threads, engines)."""

@@ -1,0 +1,229 @@
+"""Component plugins (wasm32-wasip2 from componentize-py, componentize-js, cargo component) on
+wasmtime's component model.
+
+WASI is linked because these toolchains import all of it, but each sandbox's WASI context
+grants nothing: no preopened directories, no sockets (wasmtime denies every address unless
+told otherwise), empty environment, arguments and stdin; stdout and stderr go to the plugin's
+rate-limited log. WASI clocks and random stay wasmtime's own: CPython calls `wasi:random` on
+every entry into a componentize-py component, and neither reaches outside the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+
+from vmm.canonical import Enum, Result
+from vmm.capabilities import BY_INTERFACE, CapabilityError, HostEnv, HostFunction, OutputLines
+from vmm.errors import (
+    InvalidVerdict,
+    PluginLoadError,
+    PluginTrap,
+    SandboxFault,
+    UngrantedImportError,
+    WorldMismatchError,
+)
+from vmm.events import (
+    Event,
+    HttpBody,
+    HttpHeaders,
+    HttpOpen,
+    HttpTrailers,
+    StreamInfo,
+    TcpClose,
+    TcpData,
+    TcpOpen,
+    Verdict,
+    kinds_of,
+)
+from vmm.manifest import Manifest
+from vmm.sandbox import LoadedPlugin, Sandbox
+from vmm.wasmtime.engine import EpochTicker
+from vmm.wasmtime.faults import classify
+from vmm.world import (
+    DIRECTION,
+    EXPORTS,
+    HTTP_VERDICT_CASES,
+    IMMEDIATE_RESPONSE_FIELDS,
+    MUTATION_FIELDS,
+    STREAM_INFO_FIELDS,
+    TCP_VERDICT_CASES,
+    TYPES_INTERFACE,
+    http_verdict,
+    tcp_verdict,
+)
+
+WASI_PREFIX = "wasi:"
+LOG_INFO, LOG_WARN = 1, 2
+
+
+class ComponentPlugin(LoadedPlugin):
+    tier = "wasmtime"
+
+    def __init__(self, manifest: Manifest, component: wc.Component, env: HostEnv,
+                 engine: wasmtime.Engine, ticker: EpochTicker) -> None:
+        super().__init__(manifest)
+        self.component = component
+        self.engine = engine
+        self.log = env.log
+        self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
+        imports = component.type.imports(engine)
+        self.linker = wc.Linker(engine)
+        self.linker.add_wasip2()
+        with self.linker.root() as root:
+            for name in imports:
+                self._link_import(root, name, env)
+        self.functions = self._check_exports()
+        try:
+            self.new_sandbox().close()
+        except SandboxFault as fault:
+            raise PluginLoadError(self.name, f"cannot be instantiated: {fault.detail}") from None
+
+    def _link_import(self, root: wc.LinkerInstance, name: str, env: HostEnv) -> None:
+        if name.startswith(WASI_PREFIX):
+            return  # add_wasip2 links it; the store's WasiConfig denies what reaches outside
+        if name == TYPES_INTERFACE:
+            with root.add_instance(name):
+                return
+        grant_type = BY_INTERFACE.get(name)
+        if grant_type is None:
+            raise WorldMismatchError(
+                self.name, f"imports {name}, which is neither WASI nor a hyperfilter capability")
+        grant = self.manifest.grants.get(grant_type.name)
+        if grant is None:
+            raise UngrantedImportError(self.name, name)
+        host = grant.bind(env)
+        with root.add_instance(name) as instance:
+            for function in grant_type.functions:
+                instance.add_func(function.name,
+                                  component_host_call(function, getattr(host, function.method)))
+
+    def _check_exports(self) -> dict[type, wc.ExportIndex]:
+        functions = {}
+        for event_type, export in EXPORTS.items():
+            if not any(self.manifest.wants(kind) for kind in kinds_of(event_type)):
+                continue
+            interface = self.component.get_export_index(export.interface_id)
+            index = interface and self.component.get_export_index(export.function, interface)
+            if index is None:
+                raise WorldMismatchError(self.name, f"does not export {export.core_name}")
+            functions[event_type] = index
+        return functions
+
+    def new_sandbox(self) -> ComponentSandbox:
+        return ComponentSandbox(self)
+
+
+def component_host_call(fn: HostFunction, method: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function as wasmtime-py's component linker calls it: enums arrive as case names,
+    and a `result` is returned untagged (its ok and error types differ)."""
+    enum_params = [i for i, p in enumerate(fn.signature.params) if isinstance(p, Enum)]
+    returns_result = isinstance(fn.signature.result, Result)
+
+    def call(_store: Any, *args: Any) -> Any:
+        values = list(args)
+        for i in enum_params:
+            names = fn.signature.params[i].names  # type: ignore[attr-defined]
+            values[i] = names.index(values[i])
+        if not returns_result:
+            return method(*values)
+        try:
+            return method(*values)
+        except CapabilityError as error:
+            return error.case
+
+    return call
+
+
+def _record(names: tuple[str, ...], values: tuple[Any, ...]) -> wc.Record:
+    record = wc.Record()
+    for name, value in zip(names, values, strict=True):
+        setattr(record, name, value)
+    return record
+
+
+def _info(info: StreamInfo) -> wc.Record:
+    return _record(STREAM_INFO_FIELDS, (info.source_address, info.destination_address,
+                                        list(info.metadata)))
+
+
+def component_args(event: Event) -> list[Any]:
+    match event:
+        case TcpOpen(info) | HttpOpen(info):
+            return [_info(info)]
+        case TcpData(direction, data, eos) | HttpBody(direction, data, eos):
+            return [DIRECTION.names[direction], data, eos]
+        case TcpClose():
+            return []
+        case HttpHeaders(direction, headers, eos):
+            return [DIRECTION.names[direction], list(headers), eos]
+        case HttpTrailers(direction, trailers):
+            return [DIRECTION.names[direction], list(trailers)]
+    raise TypeError(f"not an event: {event!r}")
+
+
+def component_verdict(event: Event, value: Any) -> Verdict | None:
+    if isinstance(event, TcpClose):
+        return None
+    if not isinstance(value, wc.Variant):
+        raise ValueError(f"expected a variant, got {type(value).__name__}")
+    if isinstance(event, TcpOpen | TcpData):
+        return tcp_verdict(TCP_VERDICT_CASES.index(value.tag), value.payload)
+    case = HTTP_VERDICT_CASES.index(value.tag)
+    names = MUTATION_FIELDS if case == 0 else IMMEDIATE_RESPONSE_FIELDS
+    return http_verdict(case, tuple(getattr(value.payload, name) for name in names))
+
+
+class ComponentSandbox(Sandbox):
+    def __init__(self, plugin: ComponentPlugin) -> None:
+        super().__init__(plugin.name)
+        self._plugin = plugin
+        self._funcs: dict[type, wc.Func] = {}
+        self._store: wasmtime.Store | None = wasmtime.Store(plugin.engine)
+        self._store.set_limits(memory_size=plugin.manifest.limits.memory_bytes)
+        wasi = wasmtime.WasiConfig()
+        wasi.stdout_custom = OutputLines(plugin.log, LOG_INFO).write
+        wasi.stderr_custom = OutputLines(plugin.log, LOG_WARN).write
+        self._store.set_wasi(wasi)
+        self._store.set_epoch_deadline(plugin.deadline_ticks)  # instantiation runs guest code
+        try:
+            self._instance = plugin.linker.instantiate(self._store, plugin.component)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            self.close()
+            raise PluginTrap(self.plugin, f"instantiation failed: {exc}") from None
+
+    def _run(self, event: Event) -> Verdict | None:
+        store = self._store
+        if store is None:
+            raise SandboxFault(self.plugin, "delivered to a closed sandbox")
+        func = self._funcs.get(type(event))
+        if func is None:
+            func = self._instance.get_func(store, self._plugin.functions[type(event)])
+            assert func is not None
+            self._funcs[type(event)] = func
+        store.set_epoch_deadline(self._plugin.deadline_ticks)
+        try:
+            value = func(store, *component_args(event))
+            func.post_return(store)
+        except wasmtime.WasmtimeError as exc:
+            raise self._fault(str(exc), None) from None
+        except Exception as exc:  # noqa: BLE001 - a host call's exception, re-raised by wasmtime
+            raise self._fault("host call failed", exc) from None
+        try:
+            return component_verdict(event, value)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidVerdict(self.plugin, str(exc)) from None
+
+    def _fault(self, message: str, host_cause: BaseException | None) -> SandboxFault:
+        return classify(self.plugin, self._plugin.manifest.limits, message,
+                        interrupted="wasm trap: interrupt" in message,
+                        memory_size=0, host_cause=host_cause)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._funcs.clear()
+            self._store.close()
+            self._store = None

@@ -1,0 +1,213 @@
+"""Core wasm calls and host functions over wasmtime's unchecked C API.
+
+wasmtime-py's `Func.__call__` re-reads the function's type and converts every value on each
+call (about 50 µs). The hyperfilter world's core signatures are checked once when a plugin is
+loaded; after that a call is a few integer stores and one FFI call (about 5 µs). Host
+functions get their own trampoline, which turns a Python exception into a wasm trap and keeps
+the exception, so the sandbox can say why the plugin stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+from ctypes import POINTER, byref
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from vmm.canonical import AbiError
+
+CoreTypes = Sequence[str]  # "i32" | "i64"
+_VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+
+
+def func_type(params: CoreTypes, results: CoreTypes) -> wasmtime.FuncType:
+    return wasmtime.FuncType([_VALTYPES[t]() for t in params], [_VALTYPES[t]() for t in results])
+
+
+def core_types(ty: wasmtime.FuncType) -> tuple[list[str], list[str]]:
+    """A function type as ("i32" | "i64" | other) names, to compare with the world's."""
+    return [str(t) for t in ty.params], [str(t) for t in ty.results]
+
+
+class WasmTrap(Exception):
+    """A call ended in a trap or a wasmtime error; `code` is the trap code when there is one."""
+
+    def __init__(self, message: str, code: wasmtime.TrapCode | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _trap(trap_ptr: ctypes._Pointer) -> WasmTrap:
+    trap = wasmtime.Trap._from_ptr(trap_ptr)  # owns and frees the pointer
+    return WasmTrap(trap.message, trap.trap_code)
+
+
+def _error(error_ptr: ctypes._Pointer) -> WasmTrap:
+    return WasmTrap(str(wasmtime.WasmtimeError._from_ptr(error_ptr)), None)
+
+
+class RawFunc:
+    """A core function of known type, called with ints and returning an int (or None)."""
+
+    __slots__ = ("_buf", "_ctx", "_func", "_ref", "_result", "_setters")
+
+    def __init__(self, ctx: ctypes._Pointer, func: ffi.wasmtime_func_t,
+                 params: CoreTypes, results: CoreTypes) -> None:
+        self._ctx = ctx
+        self._func = func
+        self._ref = byref(func)
+        self._buf = (ffi.wasmtime_val_raw_t * max(len(params), len(results), 1))()
+        self._setters = tuple(t for t in params)
+        self._result = results[0] if results else None
+
+    def __call__(self, *args: int) -> int | None:
+        buf = self._buf
+        for i, (kind, value) in enumerate(zip(self._setters, args, strict=True)):
+            if kind == "i32":
+                buf[i].i32 = value
+            else:
+                buf[i].i64 = value
+        trap = POINTER(ffi.wasm_trap_t)()
+        error = ffi.wasmtime_func_call_unchecked(self._ctx, self._ref, buf, len(buf), byref(trap))
+        if error:
+            raise _error(error)
+        if trap:
+            raise _trap(trap)
+        if self._result is None:
+            return None
+        return buf[0].i32 if self._result == "i32" else buf[0].i64
+
+
+def instance_func(store: wasmtime.Store, instance: wasmtime.Instance,
+                  name: str) -> ffi.wasmtime_func_t | None:
+    item = _export(store._context(), instance, name)
+    if item is None or item.kind != ffi.WASMTIME_EXTERN_FUNC.value:
+        return None
+    return item.of.func
+
+
+def instance_memory(store: wasmtime.Store, instance: wasmtime.Instance,
+                    name: str = "memory") -> ffi.wasmtime_memory_t | None:
+    item = _export(store._context(), instance, name)
+    if item is None or item.kind != ffi.WASMTIME_EXTERN_MEMORY.value:
+        return None
+    return item.of.memory
+
+
+def _export(ctx: ctypes._Pointer, instance: wasmtime.Instance,
+            name: str) -> ffi.wasmtime_extern_t | None:
+    encoded = name.encode()
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(ctx, byref(instance._instance), encoded,
+                                            len(encoded), byref(item))
+    return item if found else None
+
+
+REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
+
+
+class LinearMemory:
+    """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked."""
+
+    __slots__ = ("_ctx", "_realloc", "_ref")
+
+    def __init__(self, ctx: ctypes._Pointer, memory: ffi.wasmtime_memory_t,
+                 realloc: RawFunc | None) -> None:
+        self._ctx = ctx
+        self._ref = byref(memory)
+        self._realloc = realloc
+
+    def size(self) -> int:
+        return ffi.wasmtime_memory_data_size(self._ctx, self._ref)
+
+    def _address(self, ptr: int, length: int) -> int:
+        if ptr < 0 or length < 0 or ptr + length > self.size():
+            raise AbiError(f"{length} bytes at {ptr:#x} are outside linear memory")
+        base = ffi.wasmtime_memory_data(self._ctx, self._ref)
+        return ctypes.cast(base, ctypes.c_void_p).value + ptr  # type: ignore[operator]
+
+    def read(self, ptr: int, length: int) -> bytes:
+        return ctypes.string_at(self._address(ptr, length), length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        ctypes.memmove(self._address(ptr, len(data)), data, len(data))
+
+    def realloc(self, align: int, size: int) -> int:
+        if self._realloc is None:
+            raise AbiError("the plugin exports no cabi_realloc")
+        ptr = self._realloc(0, 0, align, size) & 0xFFFFFFFF  # type: ignore[operator]
+        if ptr % align or ptr + size > self.size():
+            raise AbiError(f"cabi_realloc returned an unusable pointer {ptr:#x}")
+        return ptr
+
+
+HostCallback = Callable[[LinearMemory, list[int]], int | None]
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
+
+
+class HostCalls:
+    """Host functions for one plugin's linker. A Python exception inside one becomes a trap;
+    `take_cause()` returns that exception so the sandbox can report it."""
+
+    def __init__(self) -> None:
+        self._keep: list[object] = []  # ctypes callbacks must outlive the linker
+        self._cause: BaseException | None = None
+
+    def take_cause(self) -> BaseException | None:
+        cause, self._cause = self._cause, None
+        return cause
+
+    def define(self, linker: wasmtime.Linker, module: str, name: str,
+               params: CoreTypes, results: CoreTypes, callback: HostCallback) -> None:
+        kinds = tuple(params)
+        result = results[0] if results else None
+
+        def trampoline(_env: int, caller: ctypes._Pointer, values: ctypes.Array,
+                       _count: int) -> int:
+            try:
+                ctx = ffi.wasmtime_caller_context(caller)
+                args = [values[i].i32 if k == "i32" else values[i].i64
+                        for i, k in enumerate(kinds)]
+                out = callback(caller_memory(caller, ctx), args)
+                if result == "i32":
+                    values[0].i32 = out
+                elif result == "i64":
+                    values[0].i64 = out
+                return 0
+            except BaseException as exc:  # noqa: BLE001 - every failure must become a trap
+                self._cause = exc
+                message = f"host call {module}#{name} failed".encode()
+                return ctypes.cast(ffi.wasmtime_trap_new(message, len(message)),
+                                   ctypes.c_void_p).value or 0
+
+        native = ffi.wasmtime_func_unchecked_callback_t(trampoline)
+        self._keep.append(native)
+        ty = func_type(params, results)
+        module_b, name_b = module.encode(), name.encode()
+        error = ffi.wasmtime_linker_define_func_unchecked(
+            linker.ptr(), module_b, len(module_b), name_b, len(name_b), ty.ptr(), native,
+            None, _NO_FINALIZER)
+        if error:
+            raise _error(error)
+
+
+def caller_memory(caller: ctypes._Pointer, ctx: ctypes._Pointer) -> LinearMemory:
+    """The calling instance's memory and allocator, as the canonical ABI needs them."""
+    memory = _caller_export(caller, "memory")
+    if memory is None or memory.kind != ffi.WASMTIME_EXTERN_MEMORY.value:
+        raise AbiError("the plugin exports no memory")
+    realloc = _caller_export(caller, "cabi_realloc")
+    raw_realloc = None
+    if realloc is not None and realloc.kind == ffi.WASMTIME_EXTERN_FUNC.value:
+        raw_realloc = RawFunc(ctx, realloc.of.func, *REALLOC_TYPES)
+    return LinearMemory(ctx, memory.of.memory, raw_realloc)
+
+
+def _caller_export(caller: ctypes._Pointer, name: str) -> ffi.wasmtime_extern_t | None:
+    encoded = name.encode()
+    item = ffi.wasmtime_extern_t()
+    if not ffi.wasmtime_caller_export_get(caller, encoded, len(encoded), byref(item)):
+        return None
+    return item
