@@ -9,17 +9,22 @@ from pathlib import Path
 from vmm.capabilities import HostEnv, MetricsSink, PluginLog
 from vmm.capabilities.log import DEFAULT_RATE, LogGrant
 from vmm.errors import PluginLoadError
-from vmm.manifest import load_manifest
+from vmm.manifest import FailurePolicy, load_manifest
 from vmm.sandbox import Backend, LoadedPlugin
 
 
-def load_plugin(location: Path, backend: Backend, metrics: MetricsSink,
-                config: Mapping[str, str] | None = None) -> LoadedPlugin:
-    """Load the plugin in `location` (a directory or a manifest file). `config` overrides
-    entries of the manifest's own `[config]`."""
+def load_plugin(location: Path, backend: Backend, metrics: MetricsSink, *,
+                name: str | None = None, config: Mapping[str, str] | None = None,
+                failure_policy: FailurePolicy | None = None) -> LoadedPlugin:
+    """Load the plugin in `location` (a directory or a manifest file). The operator may load
+    it under another `name`, override entries of its `[config]`, and its failure policy."""
     manifest = load_manifest(location)
-    if config:
-        manifest = dataclasses.replace(manifest, config={**manifest.config, **config})
+    manifest = dataclasses.replace(
+        manifest,
+        name=name or manifest.name,
+        config={**manifest.config, **(config or {})},
+        failure_policy=failure_policy or manifest.failure_policy,
+    )
     try:
         wasm = manifest.wasm.read_bytes()
     except FileNotFoundError:

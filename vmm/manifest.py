@@ -75,7 +75,8 @@ class Manifest:
         return any(kind.protocol == protocol for kind in self.events)
 
 
-def _config_value(value: Any, path: str) -> str:
+def config_value(value: Any, path: str) -> str:
+    """A plugin configuration value as the string the `config` capability returns."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -111,7 +112,7 @@ def parse_manifest(data: Mapping[str, Any], base: Path, where: str = "") -> Mani
     limits_table.finish()
     grants = parse_grants(table.sub("grants"))
     config_table = table.sub("config")
-    config = {k: _config_value(v, config_table.path(k)) for k, v in config_table.items()}
+    config = {k: config_value(v, config_table.path(k)) for k, v in config_table.items()}
     table.finish()
     return Manifest(name, version, wasm, frozenset(events), failure_policy, limits, grants, config)
 

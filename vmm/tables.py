@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -86,9 +86,3 @@ class Table:
         if unknown:
             raise TableError(f"{self.path(unknown[0])}: unknown field")
 
-
-def each_entry(
-    table: Table, parse: Callable[[str, Any, str], T]
-) -> dict[str, T]:
-    """Parse every entry of a user-keyed table with `parse(name, value, path)`."""
-    return {name: parse(name, value, table.path(name)) for name, value in table.items()}

@@ -180,6 +180,8 @@ def check_verdict(event: Event, verdict: Verdict | None) -> Verdict | None:
         raise VerdictProblem(
             f"{type(verdict).__name__} is not a verdict for {type(event).__name__}")
     if isinstance(verdict, HttpForward):
+        if verdict.mutation.body is not None and isinstance(event, HttpOpen | HttpTrailers):
+            raise VerdictProblem(f"{type(event).__name__} cannot have its verdict replace a body")
         _check_fields(verdict.mutation.set_headers, "set-headers")
         for name in verdict.mutation.remove_headers:
             if not _HEADER_NAME.fullmatch(name):

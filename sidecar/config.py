@@ -1,0 +1,125 @@
+"""The sidecar's configuration file (TOML): where to listen, which plugins to load, how they
+form chains, and what happens when something fails.
+
+    listen = "127.0.0.1:50051"
+    metrics = "127.0.0.1:9464"            # optional Prometheus endpoint
+    default-chain = "guard"               # for streams whose metadata names no chain
+    default-failure-policy = "fail-closed"
+
+    [plugins]
+    tcp-blocker = "plugins/examples/tcp-blocker"      # a plugin directory, or a table:
+    [plugins.auth]
+    path = "plugins/examples/http-auth"
+    failure-policy = "fail-open"                     # overrides the manifest's
+    config = { keys = "k-123:alice" }                # overrides the manifest's [config]
+
+    [chains]
+    guard = ["tcp-blocker", "auth"]
+
+Relative paths start at the configuration file's directory. Every plugin is also a chain of
+one under its own name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmm.manifest import FAILURE_POLICIES, FailurePolicy, config_value
+from vmm.tables import Table, TableError
+
+TIERS = ("wasmtime", "kvm")
+DEFAULT_CACHE_DIR = Path("~/.cache/hyperfilter").expanduser()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    name: str
+    path: Path
+    tier: str = "wasmtime"
+    failure_policy: FailurePolicy | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    plugins: Mapping[str, PluginEntry]
+    chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    listen: str = "127.0.0.1:50051"
+    metrics: str | None = None
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    default_chain: str | None = None
+    default_failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _plugin_entry(name: str, value: Any, table: Table, base: Path) -> PluginEntry:
+    if isinstance(value, str):
+        return PluginEntry(name, _path(base, value))
+    entry = Table(value, table.path(name))
+    path = _path(base, entry.get("path", str))
+    tier = entry.get_choice("tier", {t: t for t in TIERS}, "wasmtime")
+    policy = (entry.get_choice("failure-policy", FAILURE_POLICIES)
+              if entry.has("failure-policy") else None)
+    config_table = entry.sub("config")
+    config = {key: config_value(item, config_table.path(key)) for key, item in config_table.items()}
+    entry.finish()
+    return PluginEntry(name, path, tier, policy, config)
+
+
+def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
+    table = Table(data, "")
+    plugins_table = table.sub("plugins", required=True)
+    plugins = {name: _plugin_entry(name, value, plugins_table, base)
+               for name, value in plugins_table.items()}
+    chains_table = table.sub("chains")
+    chains: dict[str, tuple[str, ...]] = {}
+    for name, _ in chains_table.items():
+        members = chains_table.get_strings(name)
+        if name in plugins:
+            raise TableError(f"{chains_table.path(name)}: a plugin already has this name")
+        for member in members:
+            if member not in plugins:
+                raise TableError(f"{chains_table.path(name)}: unknown plugin {member!r}")
+        chains[name] = members
+    default_chain = table.get("default-chain", str) if table.has("default-chain") else None
+    if default_chain is not None and default_chain not in chains and default_chain not in plugins:
+        raise TableError(f"default-chain: unknown chain or plugin {default_chain!r}")
+    config = SidecarConfig(
+        plugins=plugins,
+        chains=chains,
+        listen=table.get("listen", str, SidecarConfig.listen),
+        metrics=table.get("metrics", str) if table.has("metrics") else None,
+        cache_dir=_path(base, table.get("cache-dir", str, str(DEFAULT_CACHE_DIR))),
+        default_chain=default_chain,
+        default_failure_policy=table.get_choice(
+            "default-failure-policy", FAILURE_POLICIES, FailurePolicy.FAIL_CLOSED),
+    )
+    table.finish()
+    return config
+
+
+def load_config(path: Path) -> SidecarConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return parse_config(data, path.resolve().parent)
+    except TableError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

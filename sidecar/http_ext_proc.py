@@ -1,0 +1,145 @@
+"""Envoy's HTTP ext_proc (`envoy.filters.http.ext_proc`): one gRPC stream per HTTP request,
+one HttpSession per stream.
+
+Every message gets exactly one response of the matching kind (Envoy's contract), except in
+observability mode, where Envoy does not wait for any. In FULL_DUPLEX_STREAMED body mode
+Envoy forwards only the body the processor sends back, so each chunk is returned as a
+streamed response, changed or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+
+from sidecar.grpc_metadata import requested_chain, stream_metadata
+from sidecar.http_session import HttpResult, HttpSession
+from sidecar.registry import Registry
+from sidecar.streams import Observer, StreamPlugins
+from vmm.events import Direction, Fields, Mutation, StreamInfo
+
+log = logging.getLogger(__name__)
+
+FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
+_KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_ATTRIBUTES = ("source.address", "destination.address")
+
+
+def header_fields(header_map: base_pb2.HeaderMap) -> Fields:
+    return tuple((h.key, h.raw_value or h.value.encode()) for h in header_map.headers)
+
+
+def header_mutation(set_headers: Fields, remove_headers: tuple[str, ...] = ()) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, raw_value=value), append_action=_OVERWRITE)
+            for name, value in set_headers],
+        remove_headers=list(remove_headers))
+
+
+def common_response(mutation: Mutation, *, headers_phase: bool) -> pb.CommonResponse:
+    response = pb.CommonResponse()
+    if mutation.set_headers or mutation.remove_headers:
+        response.header_mutation.CopyFrom(
+            header_mutation(mutation.set_headers, mutation.remove_headers))
+    if mutation.body is not None:
+        response.body_mutation.body = mutation.body
+        if headers_phase:  # a body chosen while seeing the headers replaces the whole body
+            response.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+    return response
+
+
+def immediate_response(result: HttpResult) -> pb.ProcessingResponse:
+    assert result.respond is not None
+    status = result.respond.status
+    if status not in _KNOWN_STATUS:
+        log.warning("%s answered with status %d, which Envoy cannot send; answering 500",
+                    result.details, status)
+        status = 500
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+        headers=header_mutation(result.respond.headers),
+        body=result.respond.body, details=result.details))
+
+
+def stream_info(request: pb.ProcessingRequest, metadata: tuple[tuple[str, str], ...]) -> StreamInfo:
+    """Addresses from the attributes Envoy sends (`request_attributes`), and the metadata."""
+    found = {}
+    for struct in request.attributes.values():
+        for name in _ATTRIBUTES:
+            if name in struct.fields:
+                found[name] = struct.fields[name].string_value
+    return StreamInfo(found.get(_ATTRIBUTES[0], ""), found.get(_ATTRIBUTES[1], ""), metadata)
+
+
+class HttpStream:
+    """Translates one ext_proc stream's messages into HttpSession calls and back."""
+
+    def __init__(self, session: HttpSession, first: pb.ProcessingRequest) -> None:
+        self.session = session
+        config = first.protocol_config
+        self._full_duplex = {Direction.INBOUND: config.request_body_mode == FULL_DUPLEX,
+                             Direction.OUTBOUND: config.response_body_mode == FULL_DUPLEX}
+
+    def respond(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        which = request.WhichOneof("request")
+        if which is None:
+            return pb.ProcessingResponse()
+        direction = Direction.INBOUND if which.startswith("request") else Direction.OUTBOUND
+        message = getattr(request, which)
+        response = pb.ProcessingResponse()
+        if which.endswith("headers"):
+            result = self.session.headers(direction, header_fields(message.headers),
+                                          message.end_of_stream)
+            if result.respond is None:
+                getattr(response, which).response.CopyFrom(
+                    common_response(result.mutation, headers_phase=True))
+        elif which.endswith("body"):
+            result = self.session.body(direction, message.body, message.end_of_stream)
+            if result.respond is None:
+                common = common_response(result.mutation, headers_phase=False)
+                if self._full_duplex[direction]:
+                    body = message.body if result.mutation.body is None else result.mutation.body
+                    common.body_mutation.streamed_response.body = body
+                    common.body_mutation.streamed_response.end_of_stream = message.end_of_stream
+                getattr(response, which).response.CopyFrom(common)
+        else:
+            result = self.session.trailers(direction, header_fields(message.trailers))
+            if result.respond is None:
+                mutation = result.mutation
+                getattr(response, which).header_mutation.CopyFrom(
+                    header_mutation(mutation.set_headers, mutation.remove_headers))
+        return immediate_response(result) if result.respond is not None else response
+
+
+class HttpExtProc(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, registry: Registry, observers: tuple[Observer, ...] = ()) -> None:
+        self._registry = registry
+        self._observers = observers
+
+    async def Process(  # noqa: N802 - the gRPC method's name
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        metadata = stream_metadata(context.invocation_metadata())
+        plugins = StreamPlugins(self._registry.resolve(requested_chain(metadata)), "http",
+                                self._observers)
+        stream: HttpStream | None = None
+        try:
+            async for request in request_iterator:
+                if stream is None:
+                    stream = HttpStream(HttpSession(plugins, stream_info(request, metadata)),
+                                        request)
+                response = stream.respond(request)
+                if not request.observability_mode:
+                    yield response
+        finally:
+            plugins.close()

@@ -1,0 +1,75 @@
+"""The plugins the configuration names, loaded once, and the chains streams ask for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sidecar.config import PluginEntry, SidecarConfig
+from vmm.capabilities import MetricsSink
+from vmm.loader import load_plugin
+from vmm.manifest import FailurePolicy
+from vmm.sandbox import Backend, LoadedPlugin
+
+CHAIN_METADATA_KEY = "x-hyperfilter-chain"
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    plugin: LoadedPlugin
+    policy: FailurePolicy
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The plugins a stream runs through, in order. A chain with a `refusal` cannot serve the
+    stream (it names an unknown chain, say); the stream then fails under `refusal_policy`."""
+
+    name: str
+    links: tuple[ChainLink, ...]
+    refusal: str | None = None
+    refusal_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
+
+
+class Registry:
+    def __init__(self, chains: Mapping[str, Chain], default_chain: str | None,
+                 default_policy: FailurePolicy) -> None:
+        self.chains = dict(chains)
+        self.default_chain = default_chain
+        self.default_policy = default_policy
+
+    @classmethod
+    def load(cls, config: SidecarConfig, backends: Mapping[str, Backend], metrics: MetricsSink,
+             on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> Registry:
+        """Load every plugin; a PluginLoadError stops everything, naming the plugin."""
+        links = {}
+        for entry in config.plugins.values():
+            on_plugin(entry)
+            plugin = load_plugin(entry.path, backends[entry.tier], metrics, name=entry.name,
+                                 config=entry.config, failure_policy=entry.failure_policy)
+            policy = plugin.manifest.failure_policy or config.default_failure_policy
+            links[entry.name] = ChainLink(plugin, policy)
+        chains = {name: Chain(name, (link,)) for name, link in links.items()}
+        for name, members in config.chains.items():
+            chains[name] = Chain(name, tuple(links[member] for member in members))
+        return cls(chains, config.default_chain, config.default_failure_policy)
+
+    @property
+    def plugins(self) -> list[LoadedPlugin]:
+        return [chain.links[0].plugin for chain in self.chains.values()
+                if len(chain.links) == 1 and chain.name == chain.links[0].name]
+
+    def resolve(self, requested: str | None) -> Chain:
+        """The chain a stream asked for in its metadata, or the default one."""
+        name = requested or self.default_chain
+        if name is None:
+            return Chain("", (), f"the stream names no chain ({CHAIN_METADATA_KEY}) and there "
+                                 "is no default chain", self.default_policy)
+        chain = self.chains.get(name)
+        if chain is None:
+            return Chain(name, (), f"unknown chain {name!r}", self.default_policy)
+        return chain

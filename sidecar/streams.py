@@ -1,0 +1,142 @@
+"""The sandboxes serving one Envoy stream, one per link of its chain, and the failure policy.
+
+Inbound events (TCP bytes from the client, the HTTP request) run through the chain in order;
+outbound ones in reverse, as Envoy runs its own filter chains. A plugin that faults is
+dropped from the stream under fail-open, and stops the stream under fail-closed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from sidecar.registry import Chain, ChainLink
+from vmm.errors import SandboxFault
+from vmm.events import Direction, Event, EventKind, Verdict, kind_of
+from vmm.manifest import FailurePolicy
+from vmm.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+_stream_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one plugin decided about one event of one stream: a verdict, or a fault."""
+
+    stream: int
+    protocol: str
+    chain: str
+    plugin: str
+    event: EventKind
+    verdict: Verdict | None = None
+    fault: SandboxFault | None = None
+    policy: FailurePolicy | None = None
+
+
+class Observer(Protocol):
+    """Told about every stream and every decision: metrics, the demo's report."""
+
+    def stream_started(self, stream: StreamPlugins) -> None: ...
+
+    def decided(self, decision: Decision) -> None: ...
+
+
+class StreamFailed(Exception):
+    """The stream must stop: a fail-closed plugin faulted, or its chain cannot serve it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Link:
+    """One link of a stream's chain: its plugin, policy and own sandbox."""
+
+    __slots__ = ("events", "name", "policy", "position", "sandbox", "tier")
+
+    def __init__(self, position: int, link: ChainLink, sandbox: Sandbox | None) -> None:
+        self.position = position
+        self.name = link.name
+        self.tier = link.plugin.tier
+        self.policy = link.policy
+        self.events = link.plugin.manifest.events
+        self.sandbox = sandbox  # None once dropped
+
+
+class StreamPlugins:
+    def __init__(self, chain: Chain, protocol: str, observers: tuple[Observer, ...] = ()) -> None:
+        self.id = next(_stream_ids)
+        self.chain = chain
+        self.protocol = protocol
+        self._observers = observers
+        self.failure: StreamFailed | None = None
+        if chain.refusal is not None:
+            log.warning("stream %d: %s", self.id, chain.refusal)
+            if chain.refusal_policy is FailurePolicy.FAIL_CLOSED:
+                self.failure = StreamFailed(chain.refusal)
+        self.links: list[Link] = []
+        start = time.perf_counter()
+        for position, link in enumerate(chain.links):
+            if link.plugin.manifest.handles(protocol):
+                self.links.append(Link(position, link, self._new_sandbox(link)))
+        self.creation_seconds = time.perf_counter() - start
+        self.outbound = list(reversed(self.links))
+        for observer in observers:
+            observer.stream_started(self)
+
+    def _new_sandbox(self, link: ChainLink) -> Sandbox | None:
+        try:
+            return link.plugin.new_sandbox()
+        except SandboxFault as fault:
+            self._report_fault(link.name, link.policy, fault, "creating its sandbox")
+            if link.policy is FailurePolicy.FAIL_CLOSED and self.failure is None:
+                self.failure = StreamFailed(str(fault))
+            return None
+
+    def in_order(self, direction: Direction) -> list[Link]:
+        return self.links if direction is Direction.INBOUND else self.outbound
+
+    def deliver(self, link: Link, event: Event) -> Verdict | None:
+        """The link's verdict for `event`; None when it does not take part (does not want the
+        event, or was dropped after failing open). Raises StreamFailed under fail-closed."""
+        sandbox = link.sandbox
+        kind = kind_of(event)
+        if sandbox is None or kind not in link.events:
+            return None
+        try:
+            verdict = sandbox.deliver(event)
+        except SandboxFault as fault:
+            self._drop(link)
+            self._report_fault(link.name, link.policy, fault, kind.value)
+            self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
+                                   fault=fault, policy=link.policy))
+            if link.policy is FailurePolicy.FAIL_CLOSED:
+                raise StreamFailed(str(fault)) from None
+            return None
+        if self._observers:
+            self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
+                                   verdict=verdict))
+        return verdict
+
+    def _report_fault(self, plugin: str, policy: FailurePolicy, fault: SandboxFault,
+                      during: str) -> None:
+        outcome = "stream stopped" if policy is FailurePolicy.FAIL_CLOSED else "plugin skipped"
+        log.warning("stream %d (%s): %s on %s; %s: %s", self.id, self.chain.name, fault, during,
+                    policy.value, outcome)
+
+    def _observe(self, decision: Decision) -> None:
+        for observer in self._observers:
+            observer.decided(decision)
+
+    def _drop(self, link: Link) -> None:
+        if link.sandbox is not None:
+            link.sandbox.close()
+            link.sandbox = None
+
+    def close(self) -> None:
+        for link in self.links:
+            self._drop(link)
