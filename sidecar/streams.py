@@ -32,6 +32,7 @@ class Decision:
     chain: str
     plugin: str
     event: EventKind
+    direction: Direction | None = None
     verdict: Verdict | None = None
     fault: SandboxFault | None = None
     policy: FailurePolicy | None = None
@@ -113,13 +114,14 @@ class StreamPlugins:
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
-                                   fault=fault, policy=link.policy))
+                                   getattr(event, "direction", None), fault=fault,
+                                   policy=link.policy))
             if link.policy is FailurePolicy.FAIL_CLOSED:
                 raise StreamFailed(str(fault)) from None
             return None
         if self._observers:
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
-                                   verdict=verdict))
+                                   getattr(event, "direction", None), verdict=verdict))
         return verdict
 
     def _report_fault(self, plugin: str, policy: FailurePolicy, fault: SandboxFault,

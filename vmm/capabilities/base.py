@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,3 +87,13 @@ class Grant(ABC):
     @property
     def interface(self) -> str:
         return interface_id(self.name)
+
+    def describe(self) -> str:
+        """The grant as an operator reads it: `metrics(counters=blocked)`."""
+        params = [f"{f.name.replace('_', '-')}={_param(getattr(self, f.name))}"
+                  for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        return f"{self.name}({', '.join(params)})" if params else self.name
+
+
+def _param(value: object) -> str:
+    return "+".join(value) if isinstance(value, tuple) else str(value)

@@ -62,6 +62,7 @@ LOG_INFO, LOG_WARN = 1, 2
 
 class ComponentPlugin(LoadedPlugin):
     tier = "wasmtime"
+    kind = "component"
 
     def __init__(self, manifest: Manifest, component: wc.Component, env: HostEnv,
                  engine: wasmtime.Engine, ticker: EpochTicker) -> None:

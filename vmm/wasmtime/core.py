@@ -45,6 +45,7 @@ POST_RETURN_TYPES = (["i32"], [])
 
 class CorePlugin(LoadedPlugin):
     tier = "wasmtime"
+    kind = "core module"
 
     def __init__(self, manifest: Manifest, module: wasmtime.Module, env: HostEnv,
                  engine: wasmtime.Engine, ticker: EpochTicker) -> None:

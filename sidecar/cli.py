@@ -1,0 +1,171 @@
+"""The `hyperfilter` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from sidecar import demo as demo_module
+from sidecar.app import Sidecar
+from sidecar.config import ConfigError, load_config
+from sidecar.envoy import HttpListener, Listener, TcpListener, Upstream, render_bootstrap
+from sidecar.plugin_build import BuildError, build_plugin
+from sidecar.plugin_new import LANGUAGES, new_plugin
+from vmm.errors import PluginLoadError
+
+app = typer.Typer(
+    name="hyperfilter", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Sandboxed WebAssembly filters for Envoy: a fresh sandbox per connection and request.")
+plugin_app = typer.Typer(no_args_is_help=True, help="Write and build plugins.")
+app.add_typer(plugin_app, name="plugin")
+console = Console(stderr=True)
+log = logging.getLogger("hyperfilter")
+LISTENER_SPEC = "LISTEN_PORT/CHAIN/UPSTREAM_HOST:PORT"
+
+
+def fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+
+
+def load_sidecar(config_path: Path) -> Sidecar:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        with console.status("loading plugins") as status:
+            return Sidecar(config, on_plugin=lambda entry: status.update(
+                f"loading plugin {entry.name} (the first load compiles it)"))
+    except PluginLoadError as exc:
+        fail(str(exc))
+
+
+def log_startup(sidecar: Sidecar) -> None:
+    for plugin in sidecar.registry.plugins:
+        m = plugin.manifest
+        grants = ", ".join(grant.describe() for grant in m.grants.values()) or "none"
+        events = ", ".join(sorted(kind.value for kind in m.events))
+        policy = sidecar.registry.chains[plugin.name].links[0].policy.value
+        log.info("plugin %s %s: %s on %s; events %s; grants %s; %s; %d MiB, %d ms per event",
+                 plugin.name, m.version, plugin.kind, plugin.tier, events, grants, policy,
+                 m.limits.memory_bytes >> 20, m.limits.cpu_ms)
+    for chain in sidecar.registry.chains.values():
+        if len(chain.links) > 1:
+            log.info("chain %s: %s", chain.name, " → ".join(link.name for link in chain.links))
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The sidecar's TOML config.")],
+    listen: Annotated[str | None, typer.Option(help="host:port, overriding `listen`.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve Envoy's network and HTTP ext_proc, every stream in fresh sandboxes."""
+    setup_logging(log_level)
+    sidecar = load_sidecar(config)
+    log_startup(sidecar)
+    try:
+        asyncio.run(_serve(sidecar, listen))
+    except OSError as exc:
+        fail(str(exc))
+
+
+async def _serve(sidecar: Sidecar, listen: str | None) -> None:
+    port = await sidecar.start(listen)
+    host = (listen or sidecar.config.listen).rpartition(":")[0]
+    log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
+    if sidecar.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics",
+                 sidecar.config.metrics.rpartition(":")[0], sidecar.metrics_port)  # type: ignore[union-attr]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await sidecar.stop()
+
+
+@app.command()
+def demo() -> None:
+    """Envoy + sidecar + upstreams on free loopback ports: a few connections and requests,
+    what each plugin decided, then everything shut down."""
+    setup_logging("warning")
+    raise typer.Exit(demo_module.main(Console()))
+
+
+def _listener(kind: type[Listener], spec: str, **options: str) -> Listener:
+    try:
+        port, chain, upstream = spec.split("/")
+        host, _, upstream_port = upstream.rpartition(":")
+        return kind(f"{kind.__name__.lower()}-{port}", int(port), chain,  # type: ignore[call-arg]
+                    Upstream(host, int(upstream_port)), **options)
+    except ValueError:
+        fail(f"{spec!r}: expected {LISTENER_SPEC}")
+
+
+@app.command("envoy-config")
+def envoy_config(
+    tcp: Annotated[list[str] | None, typer.Option(help=f"TCP listener: {LISTENER_SPEC}")] = None,
+    http: Annotated[list[str] | None, typer.Option(help=f"HTTP listener: {LISTENER_SPEC}")] = None,
+    sidecar: Annotated[str, typer.Option(help="Where the sidecar listens.")] = "127.0.0.1:50051",
+    admin_port: Annotated[int, typer.Option(help="Envoy's admin port.")] = 9901,
+    request_body_mode: Annotated[str, typer.Option(help="HTTP request body mode.")] = "NONE",
+    response_body_mode: Annotated[str, typer.Option(help="HTTP response body mode.")] = "NONE",
+) -> None:
+    """Print an Envoy bootstrap attaching Envoy to a sidecar."""
+    listeners = [_listener(TcpListener, spec) for spec in tcp or ()] + [
+        _listener(HttpListener, spec, request_body_mode=request_body_mode,
+                  response_body_mode=response_body_mode) for spec in http or ()]
+    if not listeners:
+        fail("give at least one --tcp or --http listener")
+    host, _, port = sidecar.rpartition(":")
+    print(render_bootstrap((host, int(port)), listeners, admin_port))
+
+
+@plugin_app.command("build")
+def plugin_build(
+    directories: Annotated[list[Path], typer.Argument(help="Plugin directories.")],
+    force: Annotated[bool, typer.Option(help="Build even when the .wasm is up to date.")] = False,
+) -> None:
+    """Build plugins from source: app.py with componentize-py, *.c with zig cc."""
+    for directory in directories:
+        try:
+            with console.status(f"building {directory}"):
+                wasm, built = build_plugin(directory, force)
+        except (BuildError, PluginLoadError) as exc:
+            fail(str(exc))
+        console.print(f"{'built' if built else 'up to date'}: {wasm}")
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[str, typer.Argument(help="Lower-case letters, digits and '-'.")],
+    lang: Annotated[str, typer.Option(help=f"One of: {', '.join(LANGUAGES)}.")] = "python",
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
+) -> None:
+    """Create a plugin from a template; then `hyperfilter plugin build` it."""
+    try:
+        created = new_plugin(name, lang, directory)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"created {created}; build it with: hyperfilter plugin build {created}")
+
+
+def main() -> None:
+    app()

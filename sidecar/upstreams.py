@@ -1,0 +1,95 @@
+"""Upstream servers on loopback for the demo, tests and benchmarks: what sits behind Envoy.
+
+Each records what it received, so a caller can see both ends of a filtered connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CARD = "4111 1111 1111 1111"  # a well-known test number (Luhn-valid)
+
+
+class EchoServer:
+    """TCP: sends back what it receives. `replies` maps a trigger to what is sent back instead
+    (the demo's upstream reveals a secret that way)."""
+
+    def __init__(self, replies: dict[bytes, bytes] | None = None) -> None:
+        self.replies = replies or {}
+        self.received: list[bytearray] = []  # one per connection, in accept order
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str = "127.0.0.1") -> int:
+        self._server = await asyncio.start_server(self._serve, host, 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen = bytearray()
+        self.received.append(seen)
+        try:
+            while data := await reader.read(65536):
+                seen += data
+                writer.write(next((reply for trigger, reply in self.replies.items()
+                                   if trigger in data), data))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class HttpUpstream:
+    """HTTP/1.1 in a thread. `POST /echo` answers with the request body; anything else with
+    JSON describing the request it received, and a card number for redactors to mask."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                upstream.requests.append({"method": self.command, "path": self.path,
+                                          "headers": headers, "body": body})
+                if self.command == "POST" and self.path == "/echo":
+                    reply = body
+                else:
+                    reply = json.dumps({"path": self.path, "user": headers.get("x-auth-user"),
+                                        "card": CARD}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = _answer  # noqa: N815 - http.server's naming
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_port
+
+    def start(self) -> int:
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,208 @@
+"""TCP and HTTP sessions over small fake sandboxes: chain order, verdict composition, failure
+policies. The real thing, with real plugins and Envoy, is in tests/integration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sidecar.http_session import FAILURE_RESPONSE, HttpSession, apply_headers
+from sidecar.registry import Chain, ChainLink
+from sidecar.streams import StreamPlugins
+from sidecar.tcp_session import ConnectionAction, TcpSession
+from vmm.errors import PluginTrap
+from vmm.events import (
+    FORWARD,
+    HTTP_FORWARD,
+    Close,
+    Direction,
+    Event,
+    EventKind,
+    HttpForward,
+    HttpHeaders,
+    HttpOpen,
+    Mutation,
+    Replace,
+    Reset,
+    Respond,
+    StreamInfo,
+    TcpClose,
+    TcpData,
+    TcpOpen,
+    Verdict,
+)
+from vmm.manifest import FailurePolicy, Manifest
+from vmm.sandbox import LoadedPlugin, Sandbox
+
+Script = Callable[[Event], Verdict | None]
+IN, OUT = Direction.INBOUND, Direction.OUTBOUND
+
+
+class FakeSandbox(Sandbox):
+    def __init__(self, plugin: FakePlugin) -> None:
+        super().__init__(plugin.name)
+        self._plugin = plugin
+        self.closed = False
+        plugin.sandboxes.append(self)
+
+    def _run(self, event: Event) -> Verdict | None:
+        self._plugin.seen.append(event)
+        return self._plugin.script(event)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakePlugin(LoadedPlugin):
+    tier = "fake"
+    kind = "fake"
+
+    def __init__(self, name: str, script: Script, events: set[EventKind]) -> None:
+        super().__init__(Manifest(name, "0", Path("x.wasm"), frozenset(events)))
+        self.script = script
+        self.seen: list[Event] = []
+        self.sandboxes: list[FakeSandbox] = []
+
+    def new_sandbox(self) -> FakeSandbox:
+        return FakeSandbox(self)
+
+
+TCP_EVENTS = {EventKind.TCP_OPEN, EventKind.TCP_DATA, EventKind.TCP_CLOSE}
+HTTP_EVENTS = {k for k in EventKind if k.protocol == "http"}
+
+
+def fake(name: str, script: Script, events: set[EventKind] = TCP_EVENTS) -> FakePlugin:
+    return FakePlugin(name, script, events)
+
+
+def tcp(*plugins: FakePlugin, policy: FailurePolicy = FailurePolicy.FAIL_CLOSED) -> TcpSession:
+    chain = Chain("c", tuple(ChainLink(p, policy) for p in plugins))
+    return TcpSession(StreamPlugins(chain, "tcp"), StreamInfo())
+
+
+def trap(event: Event) -> Verdict:
+    raise PluginTrap("p", "unreachable")
+
+
+def tag(label: bytes) -> Script:
+    """Appends `label` to data, so the order plugins ran in shows in the result."""
+    return lambda e: Replace(e.data + label) if isinstance(e, TcpData) else FORWARD
+
+
+def test_inbound_runs_the_chain_in_order_and_outbound_in_reverse() -> None:
+    session = tcp(fake("a", tag(b"A")), fake("b", tag(b"B")))
+    assert session.data(IN, b">", False).data == b">AB"
+    assert session.data(OUT, b"<", False).data == b"<BA"
+
+
+def test_close_and_reset_stop_the_chain() -> None:
+    later = fake("later", tag(b"!"))
+    session = tcp(fake("closer", lambda e: Close() if isinstance(e, TcpData) else FORWARD), later)
+    result = session.data(IN, b"x", False)
+    assert result.action is ConnectionAction.CLOSE and result.data == b""
+    assert not [e for e in later.seen if isinstance(e, TcpData)]
+    reset = tcp(fake("r", lambda e: Reset() if isinstance(e, TcpData) else FORWARD))
+    assert reset.data(IN, b"x", False).action is ConnectionAction.RESET
+
+
+def test_open_verdicts_prefix_upstream_data_or_refuse() -> None:
+    prefix = fake("proxy-proto", lambda e: Replace(b"PROXY ") if isinstance(e, TcpOpen)
+                  else FORWARD)
+    session = tcp(prefix, fake("b", tag(b"|")))
+    assert session.data(OUT, b"banner", False).data == b"banner|"  # no prefix that way
+    assert session.data(IN, b"hi", False).data == b"PROXY hi|"
+    assert session.data(IN, b"again", False).data == b"again|"
+    refuse = tcp(fake("deny", lambda e: Reset() if isinstance(e, TcpOpen) else FORWARD))
+    assert refuse.data(IN, b"hi", False).action is ConnectionAction.RESET
+
+
+def test_fail_open_drops_the_plugin_and_the_data_flows() -> None:
+    faulty, after = fake("faulty", trap), fake("after", tag(b"+"))
+    session = tcp(faulty, after, policy=FailurePolicy.FAIL_OPEN)
+    assert session.data(IN, b"x", False).data == b"x+"
+    assert session.data(IN, b"y", False).data == b"y+"
+    assert faulty.sandboxes[0].closed  # destroyed at the fault
+    assert len([e for e in faulty.seen if isinstance(e, TcpData)]) == 0
+
+
+def test_fail_closed_closes_the_connection() -> None:
+    session = tcp(fake("faulty", trap))
+    assert session.data(IN, b"x", False).action is ConnectionAction.CLOSE
+
+
+def test_a_refused_chain_fails_under_its_policy() -> None:
+    closed = TcpSession(StreamPlugins(Chain("nope", (), "unknown chain 'nope'"), "tcp"),
+                        StreamInfo())
+    assert closed.data(IN, b"x", False).action is ConnectionAction.CLOSE
+    opened = TcpSession(StreamPlugins(Chain("nope", (), "unknown", FailurePolicy.FAIL_OPEN),
+                                      "tcp"), StreamInfo())
+    assert opened.data(IN, b"x", False).data == b"x"
+
+
+def test_close_tells_plugins_then_destroys_every_sandbox() -> None:
+    plugin = fake("p", lambda e: FORWARD)
+    session = tcp(plugin, fake("q", lambda e: FORWARD))
+    session.data(IN, b"x", True)
+    session.close()
+    assert isinstance(plugin.seen[-1], TcpClose)
+    assert all(s.closed for s in plugin.sandboxes)
+
+
+def test_plugins_only_see_the_events_they_want_and_their_protocol() -> None:
+    data_only = fake("d", lambda e: FORWARD, {EventKind.TCP_DATA})
+    http_only = fake("h", lambda e: HTTP_FORWARD, HTTP_EVENTS)
+    session = tcp(data_only, http_only)
+    session.data(IN, b"x", False)
+    session.close()
+    assert [type(e) for e in data_only.seen] == [TcpData]
+    assert http_only.sandboxes == []  # an HTTP plugin gets no sandbox on a TCP stream
+
+
+def http(*plugins: FakePlugin, policy: FailurePolicy = FailurePolicy.FAIL_CLOSED) -> HttpSession:
+    chain = Chain("c", tuple(ChainLink(p, policy) for p in plugins))
+    return HttpSession(StreamPlugins(chain, "http"), StreamInfo("1.2.3.4:5", "5.6.7.8:80"))
+
+
+def headers_script(mutation: Mutation) -> Script:
+    return lambda e: HttpForward(mutation) if isinstance(e, HttpHeaders) else HTTP_FORWARD
+
+
+def test_http_mutations_compose_along_the_chain() -> None:
+    first = fake("first", headers_script(Mutation((("x-a", b"1"), ("x-b", b"2")), ("cookie",))),
+                 HTTP_EVENTS)
+    second = fake("second", headers_script(Mutation((("x-a", b"3"),), ("x-b",))), HTTP_EVENTS)
+    session = http(first, second)
+    result = session.headers(IN, ((":path", b"/"), ("cookie", b"c")), True)
+    assert result.respond is None
+    assert result.mutation == Mutation((("x-a", b"3"),), ("cookie", "x-b"))
+    second_saw = next(e for e in second.seen if isinstance(e, HttpHeaders))
+    assert second_saw.headers == ((":path", b"/"), ("x-a", b"1"), ("x-b", b"2"))
+
+
+def test_a_response_ends_the_chain() -> None:
+    after = fake("after", lambda e: HTTP_FORWARD, HTTP_EVENTS)
+    session = http(fake("auth", lambda e: Respond(401) if isinstance(e, HttpHeaders)
+                        else HTTP_FORWARD, HTTP_EVENTS), after)
+    result = session.headers(IN, (), True)
+    assert result.respond == Respond(401) and result.details == "hyperfilter_auth"
+    assert not [e for e in after.seen if isinstance(e, HttpHeaders)]
+
+
+def test_open_gets_the_addresses_and_its_mutation_applies_to_request_headers() -> None:
+    opener = fake("opener", lambda e: HttpForward(Mutation((("x-client", b"1.2.3.4"),)))
+                  if isinstance(e, HttpOpen) else HTTP_FORWARD, HTTP_EVENTS)
+    session = http(opener)
+    assert session.headers(IN, (), True).mutation.set_headers == (("x-client", b"1.2.3.4"),)
+    assert opener.seen[0] == HttpOpen(StreamInfo("1.2.3.4:5", "5.6.7.8:80"))
+    assert session.headers(OUT, (), True).mutation == Mutation()
+
+
+def test_http_failure_policies() -> None:
+    assert http(fake("f", trap, HTTP_EVENTS)).headers(IN, (), True).respond == FAILURE_RESPONSE
+    passes = http(fake("f", trap, HTTP_EVENTS), policy=FailurePolicy.FAIL_OPEN)
+    assert passes.headers(IN, (), True).respond is None
+
+
+def test_apply_headers_replaces_and_removes() -> None:
+    fields = (("a", b"1"), ("b", b"2"), ("a", b"3"))
+    assert apply_headers(fields, Mutation((("a", b"9"),), ("b",))) == (("a", b"9"),)
