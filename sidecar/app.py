@@ -20,7 +20,7 @@ def make_backends(config: SidecarConfig) -> dict[str, Backend]:
 
 class Sidecar:
     """Loaded and checked: every plugin compiled, every chain resolved. Nothing listens
-    until `start`."""
+    until `start`, which must run in the event loop that serves."""
 
     def __init__(self, config: SidecarConfig, observers: tuple[Observer, ...] = (),
                  on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> None:
@@ -32,18 +32,21 @@ class Sidecar:
         except BaseException:
             self.close()
             raise
-        self.server = SidecarServer(self.registry, (self.metrics, *observers))
+        self.observers = (self.metrics, *observers)
+        self.server: SidecarServer | None = None
         self.port = 0
         self.metrics_port: int | None = None
 
     async def start(self, listen: str | None = None) -> int:
+        self.server = SidecarServer(self.registry, self.observers)
         self.port = await self.server.start(listen or self.config.listen)
         if self.config.metrics:
             self.metrics_port = self.metrics.serve(self.config.metrics)
         return self.port
 
     async def stop(self) -> None:
-        await self.server.stop()
+        if self.server is not None:
+            await self.server.stop()
         self.close()
 
     def close(self) -> None:

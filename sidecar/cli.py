@@ -33,13 +33,20 @@ LISTENER_SPEC = "LISTEN_PORT/CHAIN/UPSTREAM_HOST:PORT"
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    """Rich on a terminal; one plain line per record anywhere else (files, CI, journald)."""
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def load_sidecar(config_path: Path) -> Sidecar:

@@ -18,6 +18,8 @@ SERVICES = ("envoy.service.network_ext_proc.v3.NetworkExternalProcessor",
 
 
 class SidecarServer:
+    """Created inside the event loop that will run it: grpc.aio binds to the running loop."""
+
     def __init__(self, registry: Registry, observers: tuple[Observer, ...] = ()) -> None:
         self._server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),

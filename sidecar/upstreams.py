@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import BinaryIO
 
 CARD = "4111 1111 1111 1111"  # a well-known test number (Luhn-valid)
 
@@ -46,6 +47,17 @@ class EchoServer:
             await self._server.wait_closed()
 
 
+def _read_chunked(stream: BinaryIO, trailers: dict[str, str]) -> bytes:
+    body = b""
+    while size := int(stream.readline().split(b";")[0].strip() or b"0", 16):
+        body += stream.read(size)
+        stream.readline()
+    while (line := stream.readline().strip()):
+        name, _, value = line.decode("latin-1").partition(":")
+        trailers[name.strip().lower()] = value.strip()
+    return body
+
+
 class HttpUpstream:
     """HTTP/1.1 in a thread. `POST /echo` answers with the request body; anything else with
     JSON describing the request it received, and a card number for redactors to mask."""
@@ -58,11 +70,16 @@ class HttpUpstream:
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
+                trailers: dict[str, str] = {}
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = _read_chunked(self.rfile, trailers)
+                else:
+                    length = int(self.headers.get("content-length") or 0)
+                    body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 upstream.requests.append({"method": self.command, "path": self.path,
-                                          "headers": headers, "body": body})
+                                          "headers": headers, "body": body,
+                                          "trailers": trailers})
                 if self.command == "POST" and self.path == "/echo":
                     reply = body
                 else:

@@ -1,0 +1,175 @@
+"""The real thing on loopback for integration tests: upstreams, the sidecar on its own event
+loop thread, and the Envoy binary with one listener per scenario; plus plain socket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sidecar.app import Sidecar
+from sidecar.config import parse_config
+from sidecar.envoy import Envoy, HttpListener, Listener, TcpListener, Upstream, render_bootstrap
+from sidecar.net import free_port
+from sidecar.upstreams import EchoServer, HttpUpstream
+from tests.conftest import plugin_dir
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop in a thread, so that tests can stay plain synchronous code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, make: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
+        async def wrapper() -> T:
+            return await make()
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+@dataclass
+class StackSpec:
+    """Plugins by instance name (a plugin directory name, or a table as in the sidecar's
+    configuration), chains, and listeners: TCP ones by chain, HTTP ones with their options."""
+
+    plugins: Mapping[str, str | dict[str, Any]]
+    tcp: Mapping[str, str] = field(default_factory=dict)
+    http: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    chains: Mapping[str, list[str]] = field(default_factory=dict)
+    default_failure_policy: str = "fail-closed"
+    echo_replies: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, spec: StackSpec, cache_dir: Path, tier: str = "wasmtime") -> None:
+        plugins = {}
+        for name, entry in spec.plugins.items():
+            table = {"path": entry} if isinstance(entry, str) else dict(entry)
+            table["path"] = str(plugin_dir(table["path"]))
+            table.setdefault("tier", tier)
+            plugins[name] = table
+        self.config = parse_config({"plugins": plugins, "chains": dict(spec.chains),
+                                    "listen": "127.0.0.1:0", "cache-dir": str(cache_dir),
+                                    "default-failure-policy": spec.default_failure_policy},
+                                   Path("."))
+        self.spec = spec
+        self.ports: dict[str, int] = {}
+
+    def __enter__(self) -> Stack:
+        self.loop = LoopThread()
+        try:
+            self.sidecar = self.loop.run(self._start_sidecar)
+            self.echo = EchoServer(dict(self.spec.echo_replies))
+            echo = Upstream("127.0.0.1", self.loop.run(self.echo.start))
+            self.web = HttpUpstream()
+            web = Upstream("127.0.0.1", self.web.start())
+            listeners: list[Listener] = []
+            for name, chain in self.spec.tcp.items():
+                self.ports[name] = free_port()
+                listeners.append(TcpListener(name, self.ports[name], chain, echo))
+            for name, (chain, options) in self.spec.http.items():
+                self.ports[name] = free_port()
+                listeners.append(HttpListener(name, self.ports[name], chain, web, **options))
+            self.envoy = Envoy(render_bootstrap(("127.0.0.1", self.sidecar.port), listeners))
+            self.envoy.start()
+        except BaseException:
+            self.loop.close()
+            raise
+        return self
+
+    async def _start_sidecar(self) -> Sidecar:
+        sidecar = Sidecar(self.config)
+        await sidecar.start()
+        return sidecar
+
+    def __exit__(self, *exc: object) -> None:
+        self.envoy.stop()
+        self.loop.run(self.sidecar.stop)
+        self.loop.run(self.echo.stop)
+        self.web.stop()
+        self.loop.close()
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    replies: list[bytes]
+    closed: bool = False  # the peer closed the connection (FIN)
+    reset: bool = False  # the peer reset it (RST)
+
+
+def tcp_exchange(port: int, messages: list[bytes], timeout: float = 5.0) -> Exchange:
+    """Send each message, then read until the echo of as many bytes arrives (or the connection
+    ends): each message is its own segment, as the plugins see it."""
+    exchange = Exchange([])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        for message in messages:
+            try:
+                conn.sendall(message)
+                reply = b""
+                while len(reply) < len(message):
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        exchange.closed = True
+                        break
+                    reply += chunk
+            except ConnectionResetError:
+                exchange.reset = True
+                return exchange
+            except TimeoutError:
+                reply = b"<timeout>"
+            if reply:
+                exchange.replies.append(reply)
+            if exchange.closed:
+                break
+    return exchange
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def http_request(port: int, method: str = "GET", path: str = "/", body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None) -> HttpReply:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                         response.read())
+    finally:
+        connection.close()
+
+
+def chunked_request(port: int, path: str, chunks: list[bytes],
+                    trailers: Mapping[str, str]) -> HttpReply:
+    """An HTTP/1.1 request with a chunked body and trailers (http.client cannot send those)."""
+    head = (f"POST {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n"
+            f"trailer: {', '.join(trailers)}\r\n\r\n").encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n"
+    tail = "".join(f"{k}: {v}\r\n" for k, v in trailers.items()).encode() + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head + body + tail)
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                         response.read())

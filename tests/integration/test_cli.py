@@ -1,0 +1,147 @@
+"""The `hyperfilter` command: bad input refused at load with exit code 2 and the problem named;
+a good configuration served to the real Envoy; the demo end to end."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from sidecar.envoy import Envoy, TcpListener, Upstream, render_bootstrap
+from sidecar.net import free_port
+from sidecar.upstreams import EchoServer
+from tests.conftest import plugin_dir
+from tests.integration.harness import LoopThread, tcp_exchange
+
+pytestmark = pytest.mark.integration
+HYPERFILTER = str(Path(sys.executable).parent / "hyperfilter")
+
+
+def serve(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HYPERFILTER, "serve", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_config(tmp_path: Path, plugins: str, extra: str = "") -> Path:
+    config = tmp_path / "sidecar.toml"
+    config.write_text(f'cache-dir = "{tmp_path / "cache"}"\n{extra}\n[plugins]\n{plugins}\n')
+    return config
+
+
+def plugin_copy(tmp_path: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copytree(plugin_dir(name), target)
+    return target
+
+
+def broken_manifest(tmp_path: Path, old: str, new: str) -> Path:
+    plugin = plugin_copy(tmp_path, "tcp-blocker")
+    manifest = plugin / "manifest.toml"
+    manifest.write_text(manifest.read_text().replace(old, new))
+    return plugin
+
+
+def not_wasm(tmp_path: Path) -> Path:
+    plugin = plugin_copy(tmp_path, "counter")
+    (plugin / "counter.wasm").write_text("this is not webassembly")
+    return plugin
+
+
+def wrong_world(tmp_path: Path) -> Path:
+    plugin = plugin_copy(tmp_path, "counter")
+    only_memory = wasmtime.wat2wasm('(module (memory (export "memory") 1))')
+    (plugin / "counter.wasm").write_bytes(only_memory)
+    return plugin
+
+
+CASES = {
+    "missing plugin": (lambda t: t / "nowhere", "no manifest at"),
+    "not wasm": (not_wasm, "counter.wasm is not WebAssembly"),
+    "wrong world": (wrong_world, "does not export cabi_realloc"),
+    "ungranted import": (lambda t: plugin_dir("ungranted"),
+                         "imports hyperfilter:plugin/log@0.1.0 but its manifest does not grant"),
+    "unknown grant": (lambda t: broken_manifest(t, "[grants.config]", "[grants.sockets]"),
+                      "unknown grant 'sockets'"),
+    "malformed field": (lambda t: broken_manifest(t, 'events = ["tcp.data"]', 'events = "tcp"'),
+                        "events: expected list, found str"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_plugins_are_refused_at_load(tmp_path: Path, case: str) -> None:
+    make, message = CASES[case]
+    config = write_config(tmp_path, f'p = "{make(tmp_path)}"')
+    port = free_port()
+    result = serve(config, "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "listening" not in result.stderr
+
+
+def test_a_configuration_naming_an_unknown_plugin_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'counter = "{plugin_dir("counter")}"',
+                          extra='default-chain = "nope"')
+    result = serve(config)
+    assert result.returncode == 2 and "default-chain: unknown chain or plugin 'nope'" in \
+        result.stderr
+    config.write_text(config.read_text().replace('default-chain = "nope"', "")
+                      + '[chains]\nguard = ["counter", "blocker"]\n')
+    result = serve(config)
+    assert result.returncode == 2 and "chains.guard: unknown plugin 'blocker'" in result.stderr
+
+
+def test_a_configuration_that_is_not_toml_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "sidecar.toml"
+    config.write_text("[plugins\n")
+    result = serve(config)
+    assert result.returncode == 2 and "is not valid TOML" in result.stderr
+
+
+def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'blocker = "{plugin_dir("tcp-blocker")}"\n'
+                                    f'counter = "{plugin_dir("counter")}"',
+                          extra=f'metrics = "127.0.0.1:{free_port()}"')
+    port = free_port()
+    process = subprocess.Popen([HYPERFILTER, "serve", "--config", str(config), "--listen",
+                                f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("listening on" in line for line in log) and time.monotonic() < deadline:
+            line = process.stderr.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            log.append(line)
+        text = "".join(log)
+        assert f"listening on 127.0.0.1:{port}" in text, text
+        assert "plugin blocker 0.1.0: core module on wasmtime; events tcp.data; grants config, " \
+               "log(rate=10), metrics(counters=blocked, gauges=); fail-closed" in text
+        loop = LoopThread()
+        echo = EchoServer()
+        echo_port = loop.run(echo.start)
+        listeners = [TcpListener(name, free_port(), name, Upstream("127.0.0.1", echo_port))
+                     for name in ("blocker", "counter")]
+        with Envoy(render_bootstrap(("127.0.0.1", port), listeners)):
+            assert tcp_exchange(listeners[1].port, [b"a", b"b"]).replies == [b"1:a", b"2:b"]
+            assert tcp_exchange(listeners[0].port, [b"DROP TABLE x"]).closed
+        loop.run(echo.stop)
+        loop.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_demo_runs_end_to_end() -> None:
+    result = subprocess.run([HYPERFILTER, "demo"], capture_output=True, text=True, timeout=300,
+                            check=False, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7 of 7 behaved as the plugins promise" in result.stdout

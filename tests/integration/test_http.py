@@ -1,0 +1,120 @@
+"""HTTP through the real Envoy (ext_proc + router) and the sidecar's sandboxes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.upstreams import CARD
+from tests.integration.harness import Stack, StackSpec, chunked_request, http_request
+
+pytestmark = pytest.mark.integration
+
+BODY_MODES = ("STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED")
+
+
+def body_mode(mode: str) -> dict[str, str]:
+    # Envoy asks for trailers to be sent in full-duplex mode.
+    trailers = "SEND" if mode == "FULL_DUPLEX_STREAMED" else "SKIP"
+    return {"request_body_mode": mode, "response_body_mode": mode, "trailer_mode": trailers}
+
+
+SPEC = StackSpec(
+    plugins={
+        "http-auth": "http-auth",
+        "body-redactor": "body-redactor",
+        "counter": "counter",
+        "rewrite": "rewrite",
+        "faulty-open": {"path": "faulty", "failure-policy": "fail-open"},
+        "faulty-closed": {"path": "faulty", "failure-policy": "fail-closed"},
+    },
+    chains={"api": ["http-auth", "body-redactor"]},
+    http={
+        "auth": ("http-auth", {}),
+        "api": ("api", {"response_body_mode": "BUFFERED"}),
+        "counter": ("counter", {}),
+        "faulty-open": ("faulty-open", {}),
+        "faulty-closed": ("faulty-closed", {}),
+        "trailers": ("rewrite", {"trailer_mode": "SEND"}),
+        "unknown": ("no-such-chain", {}),
+    } | {f"rewrite-{mode}": ("rewrite", body_mode(mode)) for mode in BODY_MODES},
+)
+
+
+@pytest.fixture(scope="module")
+def stack(compile_cache: Path) -> Iterator[Stack]:
+    with Stack(SPEC, compile_cache) as running:
+        yield running
+
+
+def test_a_request_without_a_key_is_answered_401(stack: Stack) -> None:
+    before = len(stack.web.requests)
+    reply = http_request(stack.ports["auth"], path="/account")
+    assert reply.status == 401
+    assert json.loads(reply.body) == {"error": "unauthorized"}
+    assert reply.headers["www-authenticate"] == 'ApiKey realm="hyperfilter"'
+    assert len(stack.web.requests) == before  # the upstream never saw it
+
+
+def test_a_wrong_key_is_answered_401(stack: Stack) -> None:
+    assert http_request(stack.ports["auth"], headers={"x-api-key": "guess"}).status == 401
+
+
+def test_the_right_key_passes_with_the_user_added_and_the_key_removed(stack: Stack) -> None:
+    reply = http_request(stack.ports["auth"], path="/account", headers={"x-api-key": "k-bob-456"})
+    assert reply.status == 200
+    seen = stack.web.requests[-1]["headers"]
+    assert seen["x-auth-user"] == "bob" and "x-api-key" not in seen
+
+
+def test_card_numbers_are_masked_in_response_bodies(stack: Stack) -> None:
+    reply = http_request(stack.ports["api"], path="/account", headers={"x-api-key": "k-alice-123"})
+    answer = json.loads(reply.body)
+    assert answer["card"] == "**** **** **** 1111" and answer["user"] == "alice"
+    assert int(reply.headers["content-length"]) == len(reply.body)
+    assert CARD not in reply.body.decode()
+
+
+def test_every_request_gets_a_fresh_sandbox(stack: Stack) -> None:
+    for _ in range(3):
+        assert http_request(stack.ports["counter"]).status == 200
+        assert stack.web.requests[-1]["headers"]["x-count"] == "1"
+
+
+@pytest.mark.parametrize("fault", ["trap", "loop", "hog", "oob"])
+def test_fail_open_passes_the_request(stack: Stack, fault: str) -> None:
+    reply = http_request(stack.ports["faulty-open"], headers={"x-fault": fault})
+    assert reply.status == 200
+    assert stack.web.requests[-1]["headers"]["x-fault"] == fault
+
+
+@pytest.mark.parametrize("fault", ["trap", "loop", "hog", "oob"])
+def test_fail_closed_answers_500(stack: Stack, fault: str) -> None:
+    before = len(stack.web.requests)
+    reply = http_request(stack.ports["faulty-closed"], headers={"x-fault": fault})
+    assert reply.status == 500 and reply.body == b"request refused: a filter failed\n"
+    assert len(stack.web.requests) == before
+
+
+@pytest.mark.parametrize("mode", BODY_MODES)
+def test_bodies_are_rewritten_in_every_body_mode(stack: Stack, mode: str) -> None:
+    body = b"hello envoy, " * 500  # several chunks on the way
+    reply = http_request(stack.ports[f"rewrite-{mode}"], "POST", "/echo", body=body)
+    assert reply.status == 200
+    assert stack.web.requests[-1]["body"] == body.upper()
+    assert reply.body == body.upper().replace(b"E", b"3")
+
+
+def test_request_trailers_reach_the_plugin(stack: Stack) -> None:
+    denied = chunked_request(stack.ports["trailers"], "/echo", [b"abc"], {"x-verdict": "deny"})
+    assert denied.status == 403 and denied.body == b"denied by trailer\n"
+    allowed = chunked_request(stack.ports["trailers"], "/echo", [b"abc"], {"x-verdict": "ok"})
+    assert allowed.status == 200
+    assert stack.web.requests[-1]["trailers"] == {"x-verdict": "ok", "x-checked": "yes"}
+
+
+def test_an_unknown_chain_fails_under_the_default_policy(stack: Stack) -> None:
+    assert http_request(stack.ports["unknown"]).status == 500
