@@ -94,11 +94,11 @@ def serve(
 
 async def _serve(sidecar: Sidecar, listen: str | None) -> None:
     port = await sidecar.start(listen)
-    host = (listen or sidecar.config.listen).rpartition(":")[0]
-    log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
     if sidecar.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics",
                  sidecar.config.metrics.rpartition(":")[0], sidecar.metrics_port)  # type: ignore[union-attr]
+    host = (listen or sidecar.config.listen).rpartition(":")[0]
+    log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,8 +120,8 @@ def _listener(kind: type[Listener], spec: str, **options: str) -> Listener:
     try:
         port, chain, upstream = spec.split("/")
         host, _, upstream_port = upstream.rpartition(":")
-        return kind(f"{kind.__name__.lower()}-{port}", int(port), chain,  # type: ignore[call-arg]
-                    Upstream(host, int(upstream_port)), **options)
+        return kind(f"{kind.__name__.lower()}-{port}", chain,  # type: ignore[call-arg]
+                    Upstream(host, int(upstream_port)), int(port), **options)
     except ValueError:
         fail(f"{spec!r}: expected {LISTENER_SPEC}")
 

@@ -19,7 +19,6 @@ from sidecar.app import Sidecar
 from sidecar.config import load_config
 from sidecar.envoy import Envoy, HttpListener, TcpListener, Upstream, render_bootstrap
 from sidecar.metrics import verdict_name
-from sidecar.net import free_port
 from sidecar.plugin_build import PLUGINS_DIR
 from sidecar.streams import Decision, StreamPlugins
 from sidecar.upstreams import EchoServer, HttpUpstream
@@ -207,14 +206,15 @@ async def run_demo(console: Console) -> bool:
         sidecar_port = await sidecar.start()
         echo_port = await echo.start()
         web.start()
-        ports = Ports(free_port(), free_port(), echo, web)
         bootstrap = render_bootstrap(("127.0.0.1", sidecar_port), [
-            TcpListener("tcp-guard", ports.tcp, "tcp-guard", Upstream("127.0.0.1", echo_port)),
-            HttpListener("http-api", ports.http, "http-api", Upstream("127.0.0.1", web.port),
+            TcpListener("tcp-guard", "tcp-guard", Upstream("127.0.0.1", echo_port)),
+            HttpListener("http-api", "http-api", Upstream("127.0.0.1", web.port),
                          response_body_mode="BUFFERED"),
         ])
         with console.status("starting Envoy"):
             envoy = await asyncio.to_thread(Envoy(bootstrap).start)
+        ports = Ports(envoy.listener_ports["tcp-guard"], envoy.listener_ports["http-api"],
+                      echo, web)
         console.print(f"Envoy {ports.tcp}/tcp (chain tcp-guard), {ports.http}/http (chain "
                       f"http-api) → hyperfilter :{sidecar_port} → upstreams :{echo_port} "
                       f":{web.port}")

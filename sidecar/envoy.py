@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -32,9 +33,9 @@ class Upstream:
 @dataclass(frozen=True)
 class TcpListener:
     name: str
-    port: int
     chain: str
     upstream: Upstream
+    port: int = 0  # 0: Envoy picks a free one; see Envoy.listener_ports
     listen_host: str = "127.0.0.1"
     failure_mode_allow: bool = False
     message_timeout: str = "1s"
@@ -44,9 +45,9 @@ class TcpListener:
 @dataclass(frozen=True)
 class HttpListener:
     name: str
-    port: int
     chain: str
     upstream: Upstream
+    port: int = 0
     listen_host: str = "127.0.0.1"
     failure_mode_allow: bool = False
     message_timeout: str = "1s"
@@ -113,6 +114,7 @@ class Envoy:
         self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
         self.admin_port = 0
+        self.listener_ports: dict[str, int] = {}
 
     def start(self, timeout: float = 20.0) -> Envoy:
         address_file = self.workdir / "admin-address"
@@ -129,6 +131,7 @@ class Envoy:
             if address_file.exists() and address_file.read_text().strip():
                 self.admin_port = int(address_file.read_text().strip().rsplit(":", 1)[1])
                 if self.admin("/ready") == "LIVE":
+                    self.listener_ports = self._listener_ports()
                     return self
             time.sleep(0.02)
         log = self.log()
@@ -143,6 +146,12 @@ class Envoy:
                 return response.read().decode().strip()
         except OSError:
             return ""
+
+    def _listener_ports(self) -> dict[str, int]:
+        """The port each listener bound: race-free, unlike picking free ports beforehand."""
+        statuses = json.loads(self.admin("/listeners?format=json"))["listener_statuses"]
+        return {s["name"]: int(s["local_address"]["socket_address"]["port_value"])
+                for s in statuses}
 
     def counter(self, name: str) -> int:
         """One counter from /stats, 0 when absent."""

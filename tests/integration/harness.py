@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from sidecar.app import Sidecar
 from sidecar.config import parse_config
 from sidecar.envoy import Envoy, HttpListener, Listener, TcpListener, Upstream, render_bootstrap
-from sidecar.net import free_port
 from sidecar.upstreams import EchoServer, HttpUpstream
 from tests.conftest import plugin_dir
 
@@ -79,13 +78,12 @@ class Stack:
             web = Upstream("127.0.0.1", self.web.start())
             listeners: list[Listener] = []
             for name, chain in self.spec.tcp.items():
-                self.ports[name] = free_port()
-                listeners.append(TcpListener(name, self.ports[name], chain, echo))
+                listeners.append(TcpListener(name, chain, echo))
             for name, (chain, options) in self.spec.http.items():
-                self.ports[name] = free_port()
-                listeners.append(HttpListener(name, self.ports[name], chain, web, **options))
+                listeners.append(HttpListener(name, chain, web, **options))
             self.envoy = Envoy(render_bootstrap(("127.0.0.1", self.sidecar.port), listeners))
             self.envoy.start()
+            self.ports = self.envoy.listener_ports
         except BaseException:
             self.loop.close()
             raise

@@ -3,18 +3,19 @@ a good configuration served to the real Envoy; the demo end to end."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import wasmtime
 
 from sidecar.envoy import Envoy, TcpListener, Upstream, render_bootstrap
-from sidecar.net import free_port
 from sidecar.upstreams import EchoServer
 from tests.conftest import plugin_dir
 from tests.integration.harness import LoopThread, tcp_exchange
@@ -77,8 +78,7 @@ CASES = {
 def test_bad_plugins_are_refused_at_load(tmp_path: Path, case: str) -> None:
     make, message = CASES[case]
     config = write_config(tmp_path, f'p = "{make(tmp_path)}"')
-    port = free_port()
-    result = serve(config, "--listen", f"127.0.0.1:{port}")
+    result = serve(config, "--listen", "127.0.0.1:0")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "listening" not in result.stderr
@@ -106,10 +106,9 @@ def test_a_configuration_that_is_not_toml_is_refused(tmp_path: Path) -> None:
 def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
     config = write_config(tmp_path, f'blocker = "{plugin_dir("tcp-blocker")}"\n'
                                     f'counter = "{plugin_dir("counter")}"',
-                          extra=f'metrics = "127.0.0.1:{free_port()}"')
-    port = free_port()
+                          extra='metrics = "127.0.0.1:0"')
     process = subprocess.Popen([HYPERFILTER, "serve", "--config", str(config), "--listen",
-                                f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+                                "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -119,17 +118,26 @@ def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             log.append(line)
         text = "".join(log)
-        assert f"listening on 127.0.0.1:{port}" in text, text
+        listening = re.search(r"listening on 127\.0\.0\.1:(\d+): network ext_proc, HTTP ext_proc",
+                              text)
+        assert listening, text
+        port = int(listening.group(1))
+        metrics = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", text)
+        assert metrics, text
         assert "plugin blocker 0.1.0: core module on wasmtime; events tcp.data; grants config, " \
                "log(rate=10), metrics(counters=blocked, gauges=); fail-closed" in text
         loop = LoopThread()
         echo = EchoServer()
         echo_port = loop.run(echo.start)
-        listeners = [TcpListener(name, free_port(), name, Upstream("127.0.0.1", echo_port))
+        listeners = [TcpListener(name, name, Upstream("127.0.0.1", echo_port))
                      for name in ("blocker", "counter")]
-        with Envoy(render_bootstrap(("127.0.0.1", port), listeners)):
-            assert tcp_exchange(listeners[1].port, [b"a", b"b"]).replies == [b"1:a", b"2:b"]
-            assert tcp_exchange(listeners[0].port, [b"DROP TABLE x"]).closed
+        with Envoy(render_bootstrap(("127.0.0.1", port), listeners)) as envoy:
+            ports = envoy.listener_ports
+            assert tcp_exchange(ports["counter"], [b"a", b"b"]).replies == [b"1:a", b"2:b"]
+            assert tcp_exchange(ports["blocker"], [b"DROP TABLE x"]).closed
+        exported = urllib.request.urlopen(metrics.group(1), timeout=5).read().decode()
+        assert 'hyperfilter_plugin_counter_total{name="blocked",plugin="blocker"} 1.0' in exported
+        assert 'hyperfilter_streams_total{chain="counter",protocol="tcp"} 1.0' in exported
         loop.run(echo.stop)
         loop.close()
         process.send_signal(signal.SIGTERM)
