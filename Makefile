@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[plugins,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[plugins,dev,bench]"
 	touch $@
 
 # Every plugin is built from source: the examples and the ones the tests use.
@@ -22,6 +22,10 @@ demo: plugins
 test: plugins
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# QUICK=1: a CI-sized run.
+bench: plugins
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -57,7 +57,18 @@ class HttpListener:
     template = "http-listener.yaml"
 
 
-Listener = TcpListener | HttpListener
+@dataclass(frozen=True)
+class TcpProxyListener:
+    """Plain tcp_proxy, no sidecar: what Envoy costs alone."""
+
+    name: str
+    upstream: Upstream
+    port: int = 0
+    listen_host: str = "127.0.0.1"
+    template = "tcp-proxy-listener.yaml"
+
+
+Listener = TcpListener | HttpListener | TcpProxyListener
 
 
 def _fill(template: str, **fields: object) -> str:
