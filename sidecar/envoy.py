@@ -31,7 +31,9 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class TcpListener:
+class ExtProcListener:
+    """A listener whose streams go through the sidecar's chain `chain`."""
+
     name: str
     chain: str
     upstream: Upstream
@@ -39,18 +41,15 @@ class TcpListener:
     listen_host: str = "127.0.0.1"
     failure_mode_allow: bool = False
     message_timeout: str = "1s"
+
+
+@dataclass(frozen=True)
+class TcpListener(ExtProcListener):
     template = "tcp-listener.yaml"
 
 
 @dataclass(frozen=True)
-class HttpListener:
-    name: str
-    chain: str
-    upstream: Upstream
-    port: int = 0
-    listen_host: str = "127.0.0.1"
-    failure_mode_allow: bool = False
-    message_timeout: str = "1s"
+class HttpListener(ExtProcListener):
     request_body_mode: str = "NONE"
     response_body_mode: str = "NONE"
     trailer_mode: str = "SKIP"

@@ -19,10 +19,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
-from sidecar.grpc_metadata import requested_chain, stream_metadata
+from sidecar.grpc_metadata import Metadata, open_stream
 from sidecar.http_session import HttpResult, HttpSession
 from sidecar.registry import Registry
-from sidecar.streams import Observer, StreamPlugins
+from sidecar.streams import Observer
 from vmm.events import Direction, Fields, Mutation, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def immediate_response(result: HttpResult) -> pb.ProcessingResponse:
         body=result.respond.body, details=result.details))
 
 
-def stream_info(request: pb.ProcessingRequest, metadata: tuple[tuple[str, str], ...]) -> StreamInfo:
+def stream_info(request: pb.ProcessingRequest, metadata: Metadata) -> StreamInfo:
     """Addresses from the attributes Envoy sends (`request_attributes`), and the metadata."""
     found = {}
     for struct in request.attributes.values():
@@ -129,9 +129,7 @@ class HttpExtProc(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        metadata = stream_metadata(context.invocation_metadata())
-        plugins = StreamPlugins(self._registry.resolve(requested_chain(metadata)), "http",
-                                self._observers)
+        plugins, metadata = open_stream(self._registry, context, "http", self._observers)
         stream: HttpStream | None = None
         try:
             async for request in request_iterator:

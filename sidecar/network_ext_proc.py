@@ -14,9 +14,9 @@ import grpc
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2_grpc as pb_grpc
 
-from sidecar.grpc_metadata import requested_chain, stream_metadata
+from sidecar.grpc_metadata import open_stream
 from sidecar.registry import Registry
-from sidecar.streams import Observer, StreamPlugins
+from sidecar.streams import Observer
 from sidecar.tcp_session import ConnectionAction, TcpSession
 from vmm.events import Direction, StreamInfo
 
@@ -58,10 +58,8 @@ class NetworkExtProc(pb_grpc.NetworkExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        metadata = stream_metadata(context.invocation_metadata())
-        chain = self._registry.resolve(requested_chain(metadata))
-        session = TcpSession(StreamPlugins(chain, "tcp", self._observers),
-                             StreamInfo(metadata=metadata))
+        plugins, metadata = open_stream(self._registry, context, "tcp", self._observers)
+        session = TcpSession(plugins, StreamInfo(metadata=metadata))
         try:
             async for request in request_iterator:
                 yield tcp_response(session, request)

@@ -107,10 +107,34 @@ S64 = Int(8, signed=True)
 _PTR_LEN = struct.Struct("<II")
 
 
-class _Buffer(ValType):
-    """string and list<u8>: a (pointer, length) pair to bytes in linear memory."""
+class _PointerLength(ValType):
+    """What string, list<u8> and list<T> share: a (pointer, length) pair, as one memory word
+    pair or two flat values, to something the subclass lifts and lowers."""
 
     size, align, flat = 8, 4, ("i32", "i32")
+
+    def _lift(self, mem: Memory, ptr: int, length: int) -> Any:
+        raise NotImplementedError
+
+    def _lower(self, mem: Memory, value: Any) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def load(self, mem: Memory, ptr: int) -> Any:
+        return self._lift(mem, *_PTR_LEN.unpack(mem.read(ptr, 8)))
+
+    def store(self, mem: Memory, ptr: int, value: Any) -> None:
+        mem.write(ptr, _PTR_LEN.pack(*self._lower(mem, value)))
+
+    def lift_flat(self, mem: Memory, values: Iterator[int]) -> Any:
+        return self._lift(mem, next(values) & 0xFFFFFFFF, next(values) & 0xFFFFFFFF)
+
+    def lower_flat(self, mem: Memory, value: Any) -> list[int]:
+        return list(self._lower(mem, value))
+
+
+class _Buffer(_PointerLength):
+    """string and list<u8>: the bytes themselves."""
+
     text = False
 
     def _lift(self, mem: Memory, ptr: int, length: int) -> Any:
@@ -130,18 +154,6 @@ class _Buffer(ValType):
         mem.write(ptr, data)
         return ptr, len(data)
 
-    def load(self, mem: Memory, ptr: int) -> Any:
-        return self._lift(mem, *_PTR_LEN.unpack(mem.read(ptr, 8)))
-
-    def store(self, mem: Memory, ptr: int, value: Any) -> None:
-        mem.write(ptr, _PTR_LEN.pack(*self._lower(mem, value)))
-
-    def lift_flat(self, mem: Memory, values: Iterator[int]) -> Any:
-        return self._lift(mem, next(values) & 0xFFFFFFFF, next(values) & 0xFFFFFFFF)
-
-    def lower_flat(self, mem: Memory, value: Any) -> list[int]:
-        return list(self._lower(mem, value))
-
 
 class Bytes(_Buffer):
     text = False
@@ -155,10 +167,8 @@ BYTES = Bytes()
 STRING = String()
 
 
-class List(ValType):
-    """list<T> for T other than u8: (pointer, length) to `length` elements of T."""
-
-    size, align, flat = 8, 4, ("i32", "i32")
+class List(_PointerLength):
+    """list<T> for T other than u8: `length` elements of T, each at the element's stride."""
 
     def __init__(self, element: ValType) -> None:
         self.element = element
@@ -177,18 +187,6 @@ class List(ValType):
         for i, item in enumerate(value):
             self.element.store(mem, ptr + i * self.stride, item)
         return ptr, len(value)
-
-    def load(self, mem: Memory, ptr: int) -> Any:
-        return self._lift(mem, *_PTR_LEN.unpack(mem.read(ptr, 8)))
-
-    def store(self, mem: Memory, ptr: int, value: Any) -> None:
-        mem.write(ptr, _PTR_LEN.pack(*self._lower(mem, value)))
-
-    def lift_flat(self, mem: Memory, values: Iterator[int]) -> Any:
-        return self._lift(mem, next(values) & 0xFFFFFFFF, next(values) & 0xFFFFFFFF)
-
-    def lower_flat(self, mem: Memory, value: Any) -> list[int]:
-        return list(self._lower(mem, value))
 
 
 class Tuple(ValType):

@@ -28,12 +28,17 @@ class Table:
     def has(self, key: str) -> bool:
         return key in self._data
 
-    def get(self, key: str, kind: type[T], default: T | None = None) -> T:
+    def _missing(self, key: str, default: T | None) -> T:
+        """An absent field: its default, or an error when it has none (it is required)."""
         self._read.add(key)
+        if default is None:
+            raise TableError(f"{self.path(key)}: required field is missing")
+        return default
+
+    def get(self, key: str, kind: type[T], default: T | None = None) -> T:
         if key not in self._data:
-            if default is None:
-                raise TableError(f"{self.path(key)}: required field is missing")
-            return default
+            return self._missing(key, default)
+        self._read.add(key)
         value = self._data[key]
         # bool is an int in Python; a TOML boolean where a number is expected is still wrong.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -49,11 +54,9 @@ class Table:
         return value
 
     def get_choice(self, key: str, choices: Mapping[str, T], default: T | None = None) -> T:
-        self._read.add(key)
         if key not in self._data:
-            if default is None:
-                raise TableError(f"{self.path(key)}: required field is missing")
-            return default
+            return self._missing(key, default)
+        self._read.add(key)
         value = self._data[key]
         if value not in choices:
             known = ", ".join(sorted(choices))

@@ -20,7 +20,6 @@ from vmm.canonical import Enum, Result
 from vmm.capabilities import BY_INTERFACE, CapabilityError, HostEnv, HostFunction, OutputLines
 from vmm.errors import (
     InvalidVerdict,
-    PluginLoadError,
     PluginTrap,
     SandboxFault,
     UngrantedImportError,
@@ -40,9 +39,10 @@ from vmm.events import (
     kinds_of,
 )
 from vmm.manifest import Manifest
-from vmm.sandbox import LoadedPlugin, Sandbox
+from vmm.sandbox import Sandbox
 from vmm.wasmtime.engine import EpochTicker
 from vmm.wasmtime.faults import classify
+from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.world import (
     DIRECTION,
     EXPORTS,
@@ -60,17 +60,14 @@ WASI_PREFIX = "wasi:"
 LOG_INFO, LOG_WARN = 1, 2
 
 
-class ComponentPlugin(LoadedPlugin):
-    tier = "wasmtime"
+class ComponentPlugin(WasmtimePlugin):
     kind = "component"
 
     def __init__(self, manifest: Manifest, component: wc.Component, env: HostEnv,
                  engine: wasmtime.Engine, ticker: EpochTicker) -> None:
-        super().__init__(manifest)
+        super().__init__(manifest, engine, ticker)
         self.component = component
-        self.engine = engine
         self.log = env.log
-        self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
         imports = component.type.imports(engine)
         self.linker = wc.Linker(engine)
         self.linker.add_wasip2()
@@ -78,10 +75,7 @@ class ComponentPlugin(LoadedPlugin):
             for name in imports:
                 self._link_import(root, name, env)
         self.functions = self._check_exports()
-        try:
-            self.new_sandbox().close()
-        except SandboxFault as fault:
-            raise PluginLoadError(self.name, f"cannot be instantiated: {fault.detail}") from None
+        self.check_instantiates()
 
     def _link_import(self, root: wc.LinkerInstance, name: str, env: HostEnv) -> None:
         if name.startswith(WASI_PREFIX):

@@ -16,7 +16,6 @@ from vmm.canonical import AbiError
 from vmm.capabilities import BY_INTERFACE, HostEnv
 from vmm.errors import (
     InvalidVerdict,
-    PluginLoadError,
     PluginTrap,
     SandboxFault,
     UngrantedImportError,
@@ -25,9 +24,10 @@ from vmm.errors import (
 from vmm.events import Event, Verdict, kinds_of
 from vmm.host_abi import core_host_call
 from vmm.manifest import Manifest
-from vmm.sandbox import LoadedPlugin, Sandbox
+from vmm.sandbox import Sandbox
 from vmm.wasmtime.engine import EpochTicker
 from vmm.wasmtime.faults import classify
+from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.wasmtime.raw import (
     REALLOC_TYPES,
     HostCalls,
@@ -43,24 +43,18 @@ from vmm.world import EXPORTS, Export, event_args, verdict_from_value
 POST_RETURN_TYPES = (["i32"], [])
 
 
-class CorePlugin(LoadedPlugin):
-    tier = "wasmtime"
+class CorePlugin(WasmtimePlugin):
     kind = "core module"
 
     def __init__(self, manifest: Manifest, module: wasmtime.Module, env: HostEnv,
                  engine: wasmtime.Engine, ticker: EpochTicker) -> None:
-        super().__init__(manifest)
-        self.engine = engine
+        super().__init__(manifest, engine, ticker)
         self.host_calls = HostCalls()
-        self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
         linker = wasmtime.Linker(engine)
         self._link_imports(module, env, linker)
         self.exports = self._check_exports(module)
         self.pre = linker.instantiate_pre(module)
-        try:
-            self.new_sandbox().close()  # a module that cannot start must fail now, not per stream
-        except SandboxFault as fault:
-            raise PluginLoadError(self.name, f"cannot be instantiated: {fault.detail}") from None
+        self.check_instantiates()
 
     def _link_imports(self, module: wasmtime.Module, env: HostEnv,
                       linker: wasmtime.Linker) -> None:

@@ -247,14 +247,19 @@ HF_EXPORT("cabi_post_" HTTP "on-trailers") void hf__post_http_trailers(uint8_t *
 HF_IMPORT("log", "log") void hf__log(int32_t level, const char *ptr, size_t len);
 void hf_log(hf_log_level level, const char *message) { hf__log((int32_t)level, message, strlen(message)); }
 
-/* option<string>: tag u8 @0, ptr @4, len @8 */
+/* option<string> and option<list<u8>>: tag u8 @0, ptr @4, len @8 */
+static bool lift_option(const uint32_t ret[3], const void **ptr, size_t *len) {
+    if (!(ret[0] & 0xff)) return false;
+    *ptr = (const void *)(uintptr_t)ret[1];
+    *len = ret[2];
+    return true;
+}
+
 HF_IMPORT("config", "get") void hf__config_get(const char *key, size_t len, uint8_t *ret);
 bool hf_config_get(const char *key, hf_string *value) {
     uint32_t ret[3];
     hf__config_get(key, strlen(key), (uint8_t *)ret);
-    if (!(ret[0] & 0xff)) return false;
-    *value = (hf_string){(const char *)(uintptr_t)ret[1], ret[2]};
-    return true;
+    return lift_option(ret, (const void **)&value->ptr, &value->len);
 }
 
 HF_IMPORT("clock", "now") uint64_t hf__clock_now(void);
@@ -275,14 +280,11 @@ HF_IMPORT("metrics", "set") void hf__metric_set(const char *name, size_t len, in
 void hf_metric_add(const char *name, uint64_t delta) { hf__metric_add(name, strlen(name), delta); }
 void hf_metric_set(const char *name, int64_t value) { hf__metric_set(name, strlen(name), value); }
 
-/* option<list<u8>>: tag u8 @0, ptr @4, len @8 */
 HF_IMPORT("shared-state", "get") void hf__state_get(const char *key, size_t len, uint8_t *ret);
 bool hf_state_get(const char *key, hf_bytes *value) {
     uint32_t ret[3];
     hf__state_get(key, strlen(key), (uint8_t *)ret);
-    if (!(ret[0] & 0xff)) return false;
-    *value = (hf_bytes){(const uint8_t *)(uintptr_t)ret[1], ret[2]};
-    return true;
+    return lift_option(ret, (const void **)&value->ptr, &value->len);
 }
 
 /* result<_, state-error>: tag u8 @0, error u8 @1 */
