@@ -20,7 +20,7 @@ def make_backends(config: SidecarConfig) -> dict[str, Backend]:
 
 class Sidecar:
     """Loaded and checked: every plugin compiled, every chain resolved. Nothing listens
-    until `start`, which must run in the event loop that serves."""
+    until `start`."""
 
     def __init__(self, config: SidecarConfig, observers: tuple[Observer, ...] = (),
                  on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -87,13 +89,16 @@ def serve(
     sidecar = load_sidecar(config)
     log_startup(sidecar)
     try:
-        asyncio.run(_serve(sidecar, listen))
+        uvloop.run(_serve(sidecar, listen))  # measured: less CPU per message than asyncio's
     except OSError as exc:
         fail(str(exc))
 
 
 async def _serve(sidecar: Sidecar, listen: str | None) -> None:
     port = await sidecar.start(listen)
+    # Everything loaded so far (plugins, protos, modules) lives as long as the process: keep
+    # it out of the cyclic collector's way, so its passes stay short on the request path.
+    gc.freeze()
     if sidecar.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics",
                  sidecar.config.metrics.rpartition(":")[0], sidecar.metrics_port)  # type: ignore[union-attr]

@@ -10,16 +10,15 @@ streamed response, changed or not.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
-import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
+from google.protobuf.message import DecodeError
 
 from sidecar.grpc_metadata import Metadata, open_stream
+from sidecar.grpc_server import GrpcError, Status
 from sidecar.http_session import HttpResult, HttpSession
 from sidecar.registry import Registry
 from sidecar.streams import Observer
@@ -27,6 +26,7 @@ from vmm.events import Direction, Fields, Mutation, StreamInfo
 
 log = logging.getLogger(__name__)
 
+METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 _KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -120,24 +120,24 @@ class HttpStream:
         return immediate_response(result) if result.respond is not None else response
 
 
-class HttpExtProc(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, registry: Registry, observers: tuple[Observer, ...] = ()) -> None:
-        self._registry = registry
-        self._observers = observers
+class HttpExtProcCall:
+    """One HTTP ext_proc stream: one HTTP request."""
 
-    async def Process(  # noqa: N802 - the gRPC method's name
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ProcessingResponse]:
-        plugins, metadata = open_stream(self._registry, context, "http", self._observers)
-        stream: HttpStream | None = None
+    def __init__(self, registry: Registry, observers: tuple[Observer, ...],
+                 headers: Metadata) -> None:
+        self._plugins, self._metadata = open_stream(registry, headers, "http", observers)
+        self._stream: HttpStream | None = None
+
+    def message(self, payload: bytes) -> bytes | None:
         try:
-            async for request in request_iterator:
-                if stream is None:
-                    stream = HttpStream(HttpSession(plugins, stream_info(request, metadata)),
-                                        request)
-                response = stream.respond(request)
-                if not request.observability_mode:
-                    yield response
-        finally:
-            plugins.close()
+            request = pb.ProcessingRequest.FromString(payload)
+        except DecodeError:
+            raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
+        if self._stream is None:
+            session = HttpSession(self._plugins, stream_info(request, self._metadata))
+            self._stream = HttpStream(session, request)
+        response = self._stream.respond(request)
+        return None if request.observability_mode else response.SerializeToString()
+
+    def close(self) -> None:
+        self._plugins.close()

@@ -31,6 +31,7 @@ class Metrics:
         self.faults = Counter("hyperfilter_plugin_faults",
                               "Plugins that trapped, ran out of CPU time or memory",
                               ["plugin", "cause"], registry=r)
+        self._verdict_counters: dict[tuple[object, ...], Counter] = {}
         self.sandbox_seconds = Histogram(
             "hyperfilter_stream_sandboxes_seconds", "Time to create one stream's sandboxes",
             ["protocol"], registry=r,
@@ -47,9 +48,13 @@ class Metrics:
     def decided(self, decision: Decision) -> None:
         if decision.fault is not None:
             self.faults.labels(decision.plugin, type(decision.fault).__name__).inc()
-        else:
-            self.verdicts.labels(decision.plugin, decision.event.value,
-                                 verdict_name(decision.verdict)).inc()
+            return
+        key = (decision.plugin, decision.event, type(decision.verdict))
+        counter = self._verdict_counters.get(key)
+        if counter is None:  # labels() costs microseconds; it runs once per combination
+            counter = self._verdict_counters[key] = self.verdicts.labels(
+                decision.plugin, decision.event.value, verdict_name(decision.verdict))
+        counter.inc()
 
     def stream_started(self, stream: StreamPlugins) -> None:
         self.streams.labels(stream.protocol, stream.chain.name).inc()

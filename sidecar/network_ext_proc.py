@@ -8,18 +8,17 @@ pass on: the original bytes or the plugins' replacement.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import grpc
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
-from envoy.service.network_ext_proc.v3 import network_external_processor_pb2_grpc as pb_grpc
+from google.protobuf.message import DecodeError
 
-from sidecar.grpc_metadata import open_stream
+from sidecar.grpc_metadata import Metadata, open_stream
+from sidecar.grpc_server import GrpcError, Status
 from sidecar.registry import Registry
 from sidecar.streams import Observer
 from sidecar.tcp_session import ConnectionAction, TcpSession
 from vmm.events import Direction, StreamInfo
 
+METHOD = "/envoy.service.network_ext_proc.v3.NetworkExternalProcessor/Process"
 _STATUS = {
     ConnectionAction.CONTINUE: pb.ProcessingResponse.CONTINUE,
     ConnectionAction.CLOSE: pb.ProcessingResponse.CLOSE,
@@ -38,30 +37,29 @@ def tcp_response(session: TcpSession, request: pb.ProcessingRequest) -> pb.Proce
     result = session.data(direction, data.data, data.end_of_stream)
     out = pb.Data(data=result.data, end_of_stream=data.end_of_stream)
     modified = result.data is not data.data and result.data != data.data
-    response = pb.ProcessingResponse(
-        data_processing_status=pb.ProcessingResponse.MODIFIED if modified
-        else pb.ProcessingResponse.UNMODIFIED,
-        connection_status=_STATUS[result.action])
+    status = pb.ProcessingResponse.MODIFIED if modified else pb.ProcessingResponse.UNMODIFIED
+    action = _STATUS[result.action]
     if direction is Direction.INBOUND:
-        response.read_data.CopyFrom(out)
-    else:
-        response.write_data.CopyFrom(out)
-    return response
+        return pb.ProcessingResponse(read_data=out, data_processing_status=status,
+                                     connection_status=action)
+    return pb.ProcessingResponse(write_data=out, data_processing_status=status,
+                                 connection_status=action)
 
 
-class NetworkExtProc(pb_grpc.NetworkExternalProcessorServicer):
-    def __init__(self, registry: Registry, observers: tuple[Observer, ...] = ()) -> None:
-        self._registry = registry
-        self._observers = observers
+class NetworkExtProcCall:
+    """One network ext_proc stream: one TCP connection."""
 
-    async def Process(  # noqa: N802 - the gRPC method's name
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ProcessingResponse]:
-        plugins, metadata = open_stream(self._registry, context, "tcp", self._observers)
-        session = TcpSession(plugins, StreamInfo(metadata=metadata))
+    def __init__(self, registry: Registry, observers: tuple[Observer, ...],
+                 headers: Metadata) -> None:
+        plugins, metadata = open_stream(registry, headers, "tcp", observers)
+        self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
+
+    def message(self, payload: bytes) -> bytes:
         try:
-            async for request in request_iterator:
-                yield tcp_response(session, request)
-        finally:
-            session.close()
+            request = pb.ProcessingRequest.FromString(payload)
+        except DecodeError:
+            raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
+        return tcp_response(self.session, request).SerializeToString()
+
+    def close(self) -> None:
+        self.session.close()

@@ -97,5 +97,6 @@ def _build_python(directory: Path, manifest: Manifest) -> None:
 def _build_c(directory: Path, manifest: Manifest) -> None:
     _run([sys.executable, "-m", "ziglang", "cc", "--target=wasm32-freestanding", "-O2",
           "-nostdlib", "-ffreestanding", "-mbulk-memory", "-Wl,--no-entry", "-Wl,--strip-debug",
+          "-Wl,--export=hyperfilter_input",
           f"-I{C_SDK}", *map(str, sorted(directory.glob("*.c"))), str(C_SDK / "hyperfilter.c"),
           "-o", str(manifest.wasm)], f"zig cc for {manifest.name}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 from sidecar.registry import Chain, ChainLink
 from vmm.errors import SandboxFault
@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 _stream_ids = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What one plugin decided about one event of one stream: a verdict, or a fault."""
+class Decision(NamedTuple):
+    """What one plugin decided about one event of one stream: a verdict, or a fault.
+    (A tuple: one is made per event and plugin, and tuples are the cheapest to make.)"""
 
     stream: int
     protocol: str
@@ -69,8 +69,12 @@ class Link:
 
 
 class StreamPlugins:
-    def __init__(self, chain: Chain, protocol: str, observers: tuple[Observer, ...] = ()) -> None:
+    def __init__(self, chain: Chain, protocol: str, observers: tuple[Observer, ...] = (),
+                 defer: Callable[[Callable[[], None]], object] = lambda work: work()) -> None:
+        """`defer(work)` runs `work` after the response to the current message is sent (the
+        server passes its event loop's `call_soon`); by default it runs at once."""
         self.id = next(_stream_ids)
+        self._defer = defer
         self.chain = chain
         self.protocol = protocol
         self._observers = observers
@@ -110,6 +114,7 @@ class StreamPlugins:
             return None
         try:
             verdict = sandbox.deliver(event)
+            self._defer(sandbox.settle)
         except SandboxFault as fault:
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)

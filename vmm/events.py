@@ -133,6 +133,8 @@ Event = TcpEvent | HttpEvent
 Verdict = TcpVerdict | HttpVerdict
 
 FORWARD = Forward()
+CLOSE = Close()
+RESET = Reset()
 HTTP_FORWARD = HttpForward()
 
 

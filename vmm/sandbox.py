@@ -26,6 +26,7 @@ class Sandbox(ABC):
 
     def deliver(self, event: Event) -> Verdict | None:
         """Run the plugin's handler for `event`: a verdict, None for `TcpClose`."""
+        self.settle()
         if self.fault is not None:
             raise SandboxPoisoned(self.plugin, self.fault.detail)
         try:
@@ -35,6 +36,21 @@ class Sandbox(ABC):
         except SandboxFault as fault:
             self.fault = fault
         raise self.fault
+
+    def settle(self) -> None:
+        """Finish what the last event left for later: the canonical ABI's post-return, which
+        must run before the plugin's next call but need not delay the verdict. The host calls
+        this once it has acted on the verdict; `deliver` settles first anyway. A fault here
+        poisons the sandbox, for the next event to report."""
+        if self.fault is None:
+            try:
+                self._settle()
+            except SandboxFault as fault:
+                self.fault = fault
+
+    @abstractmethod
+    def _settle(self) -> None:
+        """The tier's deferred work, if any."""
 
     @abstractmethod
     def _run(self, event: Event) -> Verdict | None:

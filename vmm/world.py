@@ -8,6 +8,8 @@ before the host acts on it, whichever backend produced it.
 from __future__ import annotations
 
 import re
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +18,10 @@ from vmm.canonical import (
     BYTES,
     STRING,
     U16,
+    AbiError,
     Enum,
     List,
+    Memory,
     Option,
     Record,
     Signature,
@@ -26,6 +30,9 @@ from vmm.canonical import (
 )
 from vmm.capabilities import interface_id
 from vmm.events import (
+    CLOSE,
+    FORWARD,
+    RESET,
     Close,
     Event,
     Forward,
@@ -63,13 +70,20 @@ STREAM_INFO_FIELDS = ("source-address", "destination-address", "metadata")
 TYPES_INTERFACE = interface_id("types")
 
 
+Lower = Callable[[Memory, Any], Sequence[int]]
+Lift = Callable[[Memory, int | None], Verdict | None]
+
+
 @dataclass(frozen=True)
 class Export:
-    """A function of the world's exports."""
+    """A function of the world's exports, and how an event becomes its core arguments and its
+    core result a verdict (`lower`, `lift`: plain functions, as they run on every event)."""
 
     interface: str
     function: str
     signature: Signature
+    lower: Lower
+    lift: Lift
 
     @property
     def interface_id(self) -> str:
@@ -85,49 +99,80 @@ class Export:
         return f"cabi_post_{self.core_name}"
 
 
-EXPORTS: dict[type, Export] = {
-    TcpOpen: Export("tcp-filter", "on-open", Signature([STREAM_INFO], TCP_VERDICT)),
-    TcpData: Export("tcp-filter", "on-data", Signature([DIRECTION, BYTES, BOOL], TCP_VERDICT)),
-    TcpClose: Export("tcp-filter", "on-close", Signature([], None)),
-    HttpOpen: Export("http-filter", "on-open", Signature([STREAM_INFO], HTTP_VERDICT)),
-    HttpHeaders: Export(
-        "http-filter", "on-headers", Signature([DIRECTION, FIELDS, BOOL], HTTP_VERDICT)
-    ),
-    HttpBody: Export("http-filter", "on-body", Signature([DIRECTION, BYTES, BOOL], HTTP_VERDICT)),
-    HttpTrailers: Export(
-        "http-filter", "on-trailers", Signature([DIRECTION, FIELDS], HTTP_VERDICT)
-    ),
-}
-
-
 def info_value(info: StreamInfo) -> tuple[str, str, list[tuple[str, str]]]:
     return (info.source_address, info.destination_address, list(info.metadata))
 
 
-def event_args(event: Event) -> tuple[Any, ...]:
-    """The export's arguments for `event`, as canonical values."""
-    match event:
-        case TcpOpen(info) | HttpOpen(info):
-            return (info_value(info),)
-        case TcpData(direction, data, eos):
-            return (int(direction), data, eos)
-        case TcpClose():
-            return ()
-        case HttpHeaders(direction, headers, eos):
-            return (int(direction), list(headers), eos)
-        case HttpBody(direction, body, eos):
-            return (int(direction), body, eos)
-        case HttpTrailers(direction, trailers):
-            return (int(direction), list(trailers))
-    raise TypeError(f"not an event: {event!r}")
+def _lower_open(mem: Memory, event: TcpOpen | HttpOpen) -> Sequence[int]:
+    return STREAM_INFO.lower_flat(mem, info_value(event.info))
 
 
-_TCP_VERDICTS: tuple[type[TcpVerdict], ...] = (Forward, Replace, Close, Reset)
+def _lower_data(mem: Memory, event: TcpData) -> Sequence[int]:
+    return (event.direction, *BYTES.lower_flat(mem, event.data), event.end_of_stream)
+
+
+def _lower_body(mem: Memory, event: HttpBody) -> Sequence[int]:
+    return (event.direction, *BYTES.lower_flat(mem, event.body), event.end_of_stream)
+
+
+def _lower_headers(mem: Memory, event: HttpHeaders) -> Sequence[int]:
+    return (event.direction, *FIELDS.lower_flat(mem, list(event.headers)), event.end_of_stream)
+
+
+def _lower_trailers(mem: Memory, event: HttpTrailers) -> Sequence[int]:
+    return (event.direction, *FIELDS.lower_flat(mem, list(event.trailers)))
+
+
+def _lower_nothing(mem: Memory, event: TcpClose) -> Sequence[int]:
+    return ()
+
+
+_TCP_VERDICTS: tuple[TcpVerdict | None, ...] = (FORWARD, None, CLOSE, RESET)
+# tcp-verdict in memory: tag u8 @0, replace's list<u8> (pointer, length) @4: read as one.
+_TCP_VERDICT_LAYOUT = struct.Struct("<B3xII")
+assert (TCP_VERDICT.size, TCP_VERDICT.payload_offset) == (_TCP_VERDICT_LAYOUT.size, 4)
+
+
+def _lift_tcp(mem: Memory, raw: int | None) -> TcpVerdict:
+    tag, ptr, length = _TCP_VERDICT_LAYOUT.unpack(mem.read((raw or 0) & 0xFFFFFFFF, 12))
+    if tag == 1:
+        return Replace(mem.read(ptr, length))
+    if tag < len(_TCP_VERDICTS):
+        return _TCP_VERDICTS[tag]  # type: ignore[return-value]
+    raise AbiError(f"variant tag {tag} is out of range (4 cases)")
+
+
+def _lift_http(mem: Memory, raw: int | None) -> HttpVerdict:
+    return http_verdict(*HTTP_VERDICT.load(mem, (raw or 0) & 0xFFFFFFFF))
+
+
+def _lift_nothing(mem: Memory, raw: int | None) -> None:
+    return None
+
+
+EXPORTS: dict[type, Export] = {
+    TcpOpen: Export("tcp-filter", "on-open", Signature([STREAM_INFO], TCP_VERDICT),
+                    _lower_open, _lift_tcp),
+    TcpData: Export("tcp-filter", "on-data", Signature([DIRECTION, BYTES, BOOL], TCP_VERDICT),
+                    _lower_data, _lift_tcp),
+    TcpClose: Export("tcp-filter", "on-close", Signature([], None), _lower_nothing, _lift_nothing),
+    HttpOpen: Export("http-filter", "on-open", Signature([STREAM_INFO], HTTP_VERDICT),
+                     _lower_open, _lift_http),
+    HttpHeaders: Export("http-filter", "on-headers",
+                        Signature([DIRECTION, FIELDS, BOOL], HTTP_VERDICT),
+                        _lower_headers, _lift_http),
+    HttpBody: Export("http-filter", "on-body", Signature([DIRECTION, BYTES, BOOL], HTTP_VERDICT),
+                     _lower_body, _lift_http),
+    HttpTrailers: Export("http-filter", "on-trailers",
+                         Signature([DIRECTION, FIELDS], HTTP_VERDICT),
+                         _lower_trailers, _lift_http),
+}
 
 
 def tcp_verdict(case: int, payload: Any) -> TcpVerdict:
-    cls = _TCP_VERDICTS[case]
-    return Replace(payload) if cls is Replace else cls()
+    if case == 1:
+        return Replace(payload)
+    return _TCP_VERDICTS[case]  # type: ignore[return-value]
 
 
 def fields(items: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
@@ -140,16 +185,6 @@ def http_verdict(case: int, payload: Any) -> HttpVerdict:
         return HttpForward(Mutation(fields(set_headers), tuple(remove_headers), body))
     status, headers, body = payload
     return Respond(status, fields(headers), body)
-
-
-def verdict_from_value(event: Event, value: Any) -> Verdict | None:
-    """The verdict for `event` from the export's canonical result `(case, payload)`."""
-    if value is None:
-        return None
-    case, payload = value
-    if isinstance(event, TcpOpen | TcpData):
-        return tcp_verdict(case, payload)
-    return http_verdict(case, payload)
 
 
 # --- verdict checks ---------------------------------------------------------------------------
@@ -170,18 +205,26 @@ def _check_fields(items: tuple[tuple[str, bytes], ...], what: str) -> None:
             raise VerdictProblem(f"{what}: value of {name!r} contains CR, LF or NUL")
 
 
+_TCP_EVENTS = (TcpOpen, TcpData)
+_VERDICT_PROTOCOL = {Forward: "tcp", Replace: "tcp", Close: "tcp", Reset: "tcp",
+                     HttpForward: "http", Respond: "http"}
+
+
 def check_verdict(event: Event, verdict: Verdict | None) -> Verdict | None:
     """Refuse what a hostile plugin could use to break the protocol: wrong verdict kind for the
     event, malformed header names, header values with line breaks, impossible status codes."""
-    if isinstance(event, TcpClose):
+    event_type = type(event)
+    if event_type is TcpClose:
         return None
-    tcp = isinstance(event, TcpOpen | TcpData)
-    if tcp != isinstance(verdict, _TCP_VERDICTS):
+    protocol = _VERDICT_PROTOCOL.get(type(verdict))
+    if protocol != ("tcp" if event_type in _TCP_EVENTS else "http"):
         raise VerdictProblem(
-            f"{type(verdict).__name__} is not a verdict for {type(event).__name__}")
+            f"{type(verdict).__name__} is not a verdict for {event_type.__name__}")
+    if protocol == "tcp":
+        return verdict
     if isinstance(verdict, HttpForward):
-        if verdict.mutation.body is not None and isinstance(event, HttpOpen | HttpTrailers):
-            raise VerdictProblem(f"{type(event).__name__} cannot have its verdict replace a body")
+        if verdict.mutation.body is not None and event_type in (HttpOpen, HttpTrailers):
+            raise VerdictProblem(f"{event_type.__name__} cannot have its verdict replace a body")
         _check_fields(verdict.mutation.set_headers, "set-headers")
         for name in verdict.mutation.remove_headers:
             if not _HEADER_NAME.fullmatch(name):

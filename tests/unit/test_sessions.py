@@ -49,6 +49,9 @@ class FakeSandbox(Sandbox):
         self._plugin.seen.append(event)
         return self._plugin.script(event)
 
+    def _settle(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

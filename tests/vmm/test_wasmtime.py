@@ -89,6 +89,17 @@ def test_faults_are_typed_and_poison_only_their_sandbox(load: Loader, trigger: b
     assert neighbour.deliver(data(b"fine")) == FORWARD
 
 
+@pytest.mark.parametrize("name", ["counter", "tcp-redactor"])
+def test_settling_after_close_is_harmless(load: Loader, name: str) -> None:
+    """The post-return a verdict defers (Sandbox.settle) may be scheduled for after the stream
+    has closed its sandbox; it must then do nothing, not touch a freed store."""
+    sandbox = load(name).new_sandbox()
+    assert isinstance(sandbox.deliver(data(b"hunter")), Forward | Replace)
+    sandbox.close()
+    sandbox.settle()
+    assert sandbox.fault is None
+
+
 def test_capabilities_reach_the_host(load: Loader, metrics: RecordingMetrics,
                                      caplog: pytest.LogCaptureFixture) -> None:
     plugin = load("caps", config={"colour": "green"})
@@ -202,6 +213,9 @@ def test_refused_at_load(tmp_path: Path, wasmtime_backend: WasmtimeBackend,
      "imports env#system, which is not a hyperfilter capability"),
     ('(module (import "hyperfilter:plugin/log@0.1.0" "log" (func (param i32)))'
      ' (memory (export "memory") 1))', "imports hyperfilter:plugin/log@0.1.0#log with the wrong"),
+    ('(module (memory (export "memory") 1) (func (export "cabi_realloc") (param i32 i32 i32 i32)'
+     ' (result i32) i32.const 0) (func (export "hyperfilter_input")))',
+     "exports hyperfilter_input, but not as an i32 global"),
 ])
 def test_modules_not_implementing_the_world(tmp_path: Path, wasmtime_backend: WasmtimeBackend,
                                             metrics: RecordingMetrics, wat: str,
@@ -210,6 +224,25 @@ def test_modules_not_implementing_the_world(tmp_path: Path, wasmtime_backend: Wa
         'name = "odd"\nversion = "0"\nevents = ["tcp.data"]\n[grants.log]\n')
     (tmp_path / "odd.wasm").write_bytes(wasmtime.wat2wasm(wat))
     with pytest.raises(WorldMismatchError, match=message):
+        load_plugin(tmp_path, wasmtime_backend, metrics)
+
+
+@pytest.mark.parametrize(("wat", "fault"), [
+    ('(global (export "hyperfilter_input") i32 (i32.const 16))'
+     ' (data (i32.const 16) "\\00\\00\\10\\00\\00\\00\\ff\\ff")',  # 1 MiB area at 0xffff0000
+     "its input area is unusable"),
+    ('(global (export "hyperfilter_input") i32 (i32.const 70000))', "its input area is unusable"),
+])
+def test_an_input_area_outside_memory_is_refused(tmp_path: Path, wasmtime_backend: WasmtimeBackend,
+                                                 metrics: RecordingMetrics, wat: str,
+                                                 fault: str) -> None:
+    (tmp_path / "manifest.toml").write_text('name = "odd"\nversion = "0"\nevents = ["tcp.data"]\n')
+    module = ('(module (memory (export "memory") 1) (func (export "cabi_realloc")'
+              ' (param i32 i32 i32 i32) (result i32) i32.const 0) (func (export'
+              ' "hyperfilter:plugin/tcp-filter@0.1.0#on-data") (param i32 i32 i32 i32)'
+              f' (result i32) i32.const 0) {wat})')
+    (tmp_path / "odd.wasm").write_bytes(wasmtime.wat2wasm(module))
+    with pytest.raises(PluginLoadError, match=fault):
         load_plugin(tmp_path, wasmtime_backend, metrics)
 
 
@@ -230,12 +263,26 @@ PROBE_EVENTS = [
 ]
 
 
+def without_input_area(tmp_path: Path) -> Path:
+    """The probe built again without exporting its input area: the strict canonical ABI,
+    every argument through cabi_realloc."""
+    plain = copy_plugin("abi-probe", tmp_path / "plain")
+    sdk = Path(__file__).resolve().parents[2] / "plugins" / "sdk" / "c"
+    subprocess.run([sys.executable, "-m", "ziglang", "cc", "--target=wasm32-freestanding", "-O2",
+                    "-nostdlib", "-ffreestanding", "-mbulk-memory", "-Wl,--no-entry", f"-I{sdk}",
+                    plain / "probe.c", sdk / "hyperfilter.c", "-o", plain / "abi-probe.wasm"],
+                   check=True)
+    return plain
+
+
 def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader,
                                                   wasmtime_backend: WasmtimeBackend,
                                                   metrics: RecordingMetrics) -> None:
-    """The same C module run two ways: as a core module through the host's canonical ABI, and
-    wrapped as a component by wasm-tools, where wasmtime does the lifting and lowering."""
+    """The same C module run three ways: as a core module through the host's canonical ABI,
+    with its input area and without, and wrapped as a component by wasm-tools, where wasmtime
+    does the lifting and lowering."""
     core = load("abi-probe")
+    plain = load_plugin(without_input_area(tmp_path), wasmtime_backend, metrics)
     probe = copy_plugin("abi-probe", tmp_path)
     wasm_tools = Path(sys.executable).parent / "wasm-tools"
     wit = Path(__file__).resolve().parents[2] / "plugins" / "wit"
@@ -245,11 +292,12 @@ def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader,
                     "-o", probe / "abi-probe.wasm"], check=True)
     component = load_plugin(probe, wasmtime_backend, metrics)
     assert (core.kind, component.kind) == ("core module", "component")
-    core_sandbox, component_sandbox = core.new_sandbox(), component.new_sandbox()
-    verdicts = [(core_sandbox.deliver(e), component_sandbox.deliver(e)) for e in PROBE_EVENTS]
-    for event, (from_core, from_component) in zip(PROBE_EVENTS, verdicts, strict=True):
-        assert from_core == from_component, event
-    assert {type(v) for v, _ in verdicts} == {Forward, Replace, Close, Reset, HttpForward,
+    sandboxes = [core.new_sandbox(), plain.new_sandbox(), component.new_sandbox()]
+    verdicts = [[sandbox.deliver(e) for sandbox in sandboxes] for e in PROBE_EVENTS]
+    for event, (from_core, from_plain, from_component) in zip(PROBE_EVENTS, verdicts,
+                                                                strict=True):
+        assert from_core == from_plain == from_component, event
+    assert {type(v) for v, *_ in verdicts} == {Forward, Replace, Close, Reset, HttpForward,
                                               Respond, type(None)}  # every case was exercised
     assert verdicts[0][0] == Replace("10.0.0.1:5000|10.0.0.2:80|x-hyperfilter-chain=c;"
                                      "x-tenant=ünïcode;".encode())

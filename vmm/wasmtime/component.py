@@ -177,6 +177,7 @@ class ComponentSandbox(Sandbox):
         super().__init__(plugin.name)
         self._plugin = plugin
         self._funcs: dict[type, wc.Func] = {}
+        self._post_return: wc.Func | None = None
         self._store: wasmtime.Store | None = wasmtime.Store(plugin.engine)
         self._store.set_limits(memory_size=plugin.manifest.limits.memory_bytes)
         wasi = wasmtime.WasiConfig()
@@ -202,15 +203,24 @@ class ComponentSandbox(Sandbox):
         store.set_epoch_deadline(self._plugin.deadline_ticks)
         try:
             value = func(store, *component_args(event))
-            func.post_return(store)
         except wasmtime.WasmtimeError as exc:
             raise self._fault(str(exc), None) from None
         except Exception as exc:  # noqa: BLE001 - a host call's exception, re-raised by wasmtime
             raise self._fault("host call failed", exc) from None
+        self._post_return = func  # off the latency path: see Sandbox.settle
         try:
             return component_verdict(event, value)
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
+
+    def _settle(self) -> None:
+        func, self._post_return = self._post_return, None
+        if func is not None and self._store is not None:
+            self._store.set_epoch_deadline(self._plugin.deadline_ticks)
+            try:
+                func.post_return(self._store)
+            except wasmtime.WasmtimeError as exc:
+                raise self._fault(str(exc), None) from None
 
     def _fault(self, message: str, host_cause: BaseException | None) -> SandboxFault:
         return classify(self.plugin, self._plugin.manifest.limits, message,
@@ -218,6 +228,7 @@ class ComponentSandbox(Sandbox):
                         memory_size=0, host_cause=host_cause)
 
     def close(self) -> None:
+        self._post_return = None  # a settle still scheduled must find nothing to do
         if self._store is not None:
             self._funcs.clear()
             self._store.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from ctypes import _Pointer
 
 import wasmtime
-from wasmtime import _ffi as ffi
 
 from vmm.canonical import AbiError
 from vmm.capabilities import BY_INTERFACE, HostEnv
@@ -29,16 +28,20 @@ from vmm.wasmtime.engine import EpochTicker
 from vmm.wasmtime.faults import classify
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.wasmtime.raw import (
+    INPUT_AREA_EXPORT,
     REALLOC_TYPES,
+    ArgumentArea,
     HostCalls,
     LinearMemory,
     RawFunc,
     WasmTrap,
     core_types,
     instance_func,
+    instance_global_i32,
     instance_memory,
+    set_epoch_deadline,
 )
-from vmm.world import EXPORTS, Export, event_args, verdict_from_value
+from vmm.world import EXPORTS, Export
 
 POST_RETURN_TYPES = (["i32"], [])
 
@@ -88,6 +91,11 @@ class CorePlugin(WasmtimePlugin):
         if not isinstance(types.get("memory"), wasmtime.MemoryType):
             raise WorldMismatchError(self.name, "exports no memory")
         self._check_func(types, "cabi_realloc", REALLOC_TYPES)
+        area = types.get(INPUT_AREA_EXPORT)
+        if area is not None and not (isinstance(area, wasmtime.GlobalType)
+                                     and str(area.content) == "i32"):
+            raise WorldMismatchError(self.name, f"exports {INPUT_AREA_EXPORT}, but not as an "
+                                                "i32 global (the address of its input area)")
         wanted: dict[type, tuple[Export, bool]] = {}
         for event_type, export in EXPORTS.items():
             if not any(self.manifest.wants(kind) for kind in kinds_of(event_type)):
@@ -121,16 +129,26 @@ class CoreSandbox(Sandbox):
         self._store.set_limits(memory_size=self._limits.memory_bytes)
         self._ctx: _Pointer = self._store._context()
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
-        ffi.wasmtime_context_set_epoch_deadline(self._ctx, plugin.deadline_ticks)  # start function
+        self._post_return: tuple[RawFunc, int | None] | None = None
+        set_epoch_deadline(self._ctx, plugin.deadline_ticks)  # the start function runs now
         try:
             self._instance = plugin.pre.instantiate(self._store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            plugin.host_calls.take_cause()  # a host call's failure is reported here
             self.close()
             raise PluginTrap(self.plugin, f"instantiation failed: {exc}") from None
         memory = instance_memory(self._store, self._instance)
         realloc = instance_func(self._store, self._instance, "cabi_realloc")
         assert memory is not None and realloc is not None  # checked at load
         self._memory = LinearMemory(self._ctx, memory, RawFunc(self._ctx, realloc, *REALLOC_TYPES))
+        self._arguments: LinearMemory | ArgumentArea = self._memory
+        descriptor = instance_global_i32(self._store, self._instance, INPUT_AREA_EXPORT)
+        if descriptor is not None:
+            try:
+                self._arguments = ArgumentArea(self._memory, descriptor)
+            except AbiError as exc:
+                self.close()
+                raise PluginTrap(self.plugin, f"its input area is unusable: {exc}") from None
 
     def _bound(self, event_type: type) -> tuple[Export, RawFunc, RawFunc | None]:
         bound = self._calls.get(event_type)
@@ -152,33 +170,31 @@ class CoreSandbox(Sandbox):
         if self._store is None:
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         export, call, post = self._bound(type(event))
-        signature, mem = export.signature, self._memory
-        ffi.wasmtime_context_set_epoch_deadline(self._ctx, self._plugin.deadline_ticks)
-        self._plugin.host_calls.take_cause()
+        set_epoch_deadline(self._ctx, self._plugin.deadline_ticks)
+        arguments = self._arguments
+        arguments.start_arguments()
         try:
-            flat = [v for param, arg in zip(signature.params, event_args(event), strict=True)
-                    for v in param.lower_flat(mem, arg)]
-            raw = call(*flat)
+            raw = call(*export.lower(arguments, event))
         except WasmTrap as trap:
             raise self._fault(trap) from None
         except AbiError as exc:
             raise PluginTrap(self.plugin, f"broke the canonical ABI: {exc}") from None
-        value = None
         try:
-            if signature.result is not None:
-                assert raw is not None
-                value = (signature.result.load(mem, raw & 0xFFFFFFFF)
-                         if signature.result_in_memory
-                         else signature.result.lift_flat(mem, iter([raw])))
-            verdict = verdict_from_value(event, value)
+            verdict = export.lift(self._memory, raw)
         except AbiError as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
         if post is not None:
+            self._post_return = (post, raw)  # off the latency path: see Sandbox.settle
+        return verdict
+
+    def _settle(self) -> None:
+        if self._post_return is not None and self._store is not None:
+            (post, raw), self._post_return = self._post_return, None
+            set_epoch_deadline(self._ctx, self._plugin.deadline_ticks)
             try:
                 post(raw)
             except WasmTrap as trap:
                 raise self._fault(trap) from None
-        return verdict
 
     def _fault(self, trap: WasmTrap) -> SandboxFault:
         return classify(
@@ -188,6 +204,7 @@ class CoreSandbox(Sandbox):
             host_cause=self._plugin.host_calls.take_cause())
 
     def close(self) -> None:
+        self._post_return = None  # a settle still scheduled must find nothing to do
         if self._store is not None:
             self._calls.clear()
             self._store.close()  # frees the instance and unmaps its linear memory now

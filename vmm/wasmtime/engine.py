@@ -16,12 +16,15 @@ def new_engine() -> wasmtime.Engine:
     config = wasmtime.Config()
     config.epoch_interruption = True  # cheaper than fuel, and needs no per-call bookkeeping
     config.cranelift_opt_level = "speed"
+    # Linear memories stay at one address for their life (vmm/wasmtime/raw.py reads it once);
+    # they may still grow within their reservation, which is far above any plugin's limit.
+    config.memory_may_move = False
     return wasmtime.Engine(config)
 
 
 def runtime_fingerprint() -> str:
     """What compiled code depends on, so the compile cache never serves stale artifacts."""
-    return f"wasmtime-{WASMTIME_VERSION}-epoch"
+    return f"wasmtime-{WASMTIME_VERSION}-epoch-fixed-memory"
 
 
 class EpochTicker:

@@ -10,6 +10,7 @@ the exception, so the sandbox can say why the plugin stopped.
 from __future__ import annotations
 
 import ctypes
+import struct
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref
 
@@ -48,36 +49,60 @@ def _error(error_ptr: ctypes._Pointer) -> WasmTrap:
     return WasmTrap(str(wasmtime.WasmtimeError._from_ptr(error_ptr)), None)
 
 
+# Our own prototypes of the hot C functions, taking plain integers: no per-call argument
+# conversion, and wasmtime-py's shared function objects are left as they are.
+_call_unchecked = ctypes.CFUNCTYPE(
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+    ctypes.c_void_p)(("wasmtime_func_call_unchecked", ffi.dll))
+_memory_size = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data_size", ffi.dll))
+_memory_data = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+    ("wasmtime_memory_data", ffi.dll))
+_set_epoch_deadline = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)(
+    ("wasmtime_context_set_epoch_deadline", ffi.dll))
+
+
+def set_epoch_deadline(ctx: ctypes._Pointer, ticks: int) -> None:
+    """Trap with INTERRUPT once the engine's epoch is `ticks` past the current one."""
+    _set_epoch_deadline(_address(ctx), ticks)
+
+
+def _address(pointer: object) -> int:
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0
+
+
 class RawFunc:
     """A core function of known type, called with ints and returning an int (or None)."""
 
-    __slots__ = ("_buf", "_ctx", "_func", "_ref", "_result", "_setters")
+    __slots__ = ("_args", "_buffer", "_ctx", "_func", "_pack", "_result", "_size", "_trap",
+                 "_trap_address")
 
     def __init__(self, ctx: ctypes._Pointer, func: ffi.wasmtime_func_t,
                  params: CoreTypes, results: CoreTypes) -> None:
-        self._ctx = ctx
-        self._func = func
-        self._ref = byref(func)
-        self._buf = (ffi.wasmtime_val_raw_t * max(len(params), len(results), 1))()
-        self._setters = tuple(t for t in params)
-        self._result = results[0] if results else None
+        self._ctx = _address(ctx)
+        self._func = func  # kept alive: its address is passed on every call
+        self._size = max(len(params), len(results), 1)
+        self._buffer = (ffi.wasmtime_val_raw_t * self._size)()
+        self._args = ctypes.addressof(self._buffer)
+        # Each raw value is a 16-byte slot; i32 and i64 sit at its start.
+        layout = "".join("I12x" if t == "i32" else "q8x" for t in params)
+        self._pack = struct.Struct("<" + layout).pack_into if params else None
+        self._result = (struct.Struct("<i" if results[0] == "i32" else "<q").unpack_from
+                        if results else None)
+        self._trap = ctypes.c_void_p()
+        self._trap_address = ctypes.addressof(self._trap)
 
     def __call__(self, *args: int) -> int | None:
-        buf = self._buf
-        for i, (kind, value) in enumerate(zip(self._setters, args, strict=True)):
-            if kind == "i32":
-                buf[i].i32 = value
-            else:
-                buf[i].i64 = value
-        trap = POINTER(ffi.wasm_trap_t)()
-        error = ffi.wasmtime_func_call_unchecked(self._ctx, self._ref, buf, len(buf), byref(trap))
+        if self._pack is not None:
+            self._pack(self._buffer, 0, *args)
+        error = _call_unchecked(self._ctx, ctypes.addressof(self._func), self._args,
+                                self._size, self._trap_address)
         if error:
-            raise _error(error)
-        if trap:
-            raise _trap(trap)
-        if self._result is None:
-            return None
-        return buf[0].i32 if self._result == "i32" else buf[0].i64
+            raise _error(ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
+        if self._trap.value:
+            trap, self._trap.value = self._trap.value, None
+            raise _trap(ctypes.cast(trap, POINTER(ffi.wasm_trap_t)))
+        return self._result(self._buffer, 0)[0] if self._result is not None else None
 
 
 def instance_func(store: wasmtime.Store, instance: wasmtime.Instance,
@@ -86,6 +111,16 @@ def instance_func(store: wasmtime.Store, instance: wasmtime.Instance,
     if item is None or item.kind != ffi.WASMTIME_EXTERN_FUNC.value:
         return None
     return item.of.func
+
+
+def instance_global_i32(store: wasmtime.Store, instance: wasmtime.Instance,
+                        name: str) -> int | None:
+    item = _export(store._context(), instance, name)
+    if item is None or item.kind != ffi.WASMTIME_EXTERN_GLOBAL.value:
+        return None
+    value = ffi.wasmtime_val_t()
+    ffi.wasmtime_global_get(store._context(), byref(item.of.global_), byref(value))
+    return value.of.i32 & 0xFFFFFFFF if value.kind == ffi.WASMTIME_I32.value else None
 
 
 def instance_memory(store: wasmtime.Store, instance: wasmtime.Instance,
@@ -109,38 +144,86 @@ REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
 
 
 class LinearMemory:
-    """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked."""
+    """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked.
 
-    __slots__ = ("_ctx", "_realloc", "_ref")
+    The engine is configured so that memories never move (`memory_may_move = False`): the base
+    address is read once. Memories only grow, so the size is read again only when an access
+    seems out of bounds."""
+
+    __slots__ = ("_base", "_ctx", "_memory", "_realloc", "_size")
 
     def __init__(self, ctx: ctypes._Pointer, memory: ffi.wasmtime_memory_t,
                  realloc: RawFunc | None) -> None:
-        self._ctx = ctx
-        self._ref = byref(memory)
+        self._ctx = _address(ctx)
+        self._memory = memory
         self._realloc = realloc
+        self._base = _memory_data(self._ctx, ctypes.addressof(memory)) or 0
+        self._size = 0
 
     def size(self) -> int:
-        return ffi.wasmtime_memory_data_size(self._ctx, self._ref)
+        self._size = _memory_size(self._ctx, ctypes.addressof(self._memory))
+        return self._size
 
-    def _address(self, ptr: int, length: int) -> int:
-        if ptr < 0 or length < 0 or ptr + length > self.size():
+    def _at(self, ptr: int, length: int) -> int:
+        if ptr < 0 or length < 0:
             raise AbiError(f"{length} bytes at {ptr:#x} are outside linear memory")
-        base = ffi.wasmtime_memory_data(self._ctx, self._ref)
-        return ctypes.cast(base, ctypes.c_void_p).value + ptr  # type: ignore[operator]
+        if ptr + length > self._size and ptr + length > self.size():
+            raise AbiError(f"{length} bytes at {ptr:#x} are outside linear memory")
+        return self._base + ptr
 
     def read(self, ptr: int, length: int) -> bytes:
-        return ctypes.string_at(self._address(ptr, length), length)
+        return ctypes.string_at(self._at(ptr, length), length)
 
     def write(self, ptr: int, data: bytes) -> None:
-        ctypes.memmove(self._address(ptr, len(data)), data, len(data))
+        ctypes.memmove(self._at(ptr, len(data)), data, len(data))
+
+    def start_arguments(self) -> None:
+        """Arguments of a new event are coming (nothing to do: each goes through realloc)."""
 
     def realloc(self, align: int, size: int) -> int:
         if self._realloc is None:
             raise AbiError("the plugin exports no cabi_realloc")
         ptr = self._realloc(0, 0, align, size) & 0xFFFFFFFF  # type: ignore[operator]
-        if ptr % align or ptr + size > self.size():
-            raise AbiError(f"cabi_realloc returned an unusable pointer {ptr:#x}")
+        if ptr % align:
+            raise AbiError(f"cabi_realloc returned a misaligned pointer {ptr:#x}")
+        self._at(ptr, size)
         return ptr
+
+
+INPUT_AREA_EXPORT = "hyperfilter_input"
+_INPUT_AREA = struct.Struct("<II")  # capacity, address of the buffer
+
+
+class ArgumentArea:
+    """The input area a module lends for event arguments (plugins/sdk/c/hyperfilter.c): each
+    event's strings and lists are bump-allocated in it, and only what does not fit goes through
+    cabi_realloc. A module exporting `hyperfilter_input` promises argument memory is borrowed:
+    it never frees it."""
+
+    __slots__ = ("_end", "_memory", "_start", "_top")
+
+    def __init__(self, memory: LinearMemory, descriptor: int) -> None:
+        capacity, start = _INPUT_AREA.unpack(memory.read(descriptor, 8))
+        memory.read(start, capacity)  # the whole area must lie inside linear memory
+        self._memory = memory
+        self._start = self._top = start
+        self._end = start + capacity
+
+    def start_arguments(self) -> None:
+        self._top = self._start
+
+    def read(self, ptr: int, length: int) -> bytes:
+        return self._memory.read(ptr, length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        self._memory.write(ptr, data)
+
+    def realloc(self, align: int, size: int) -> int:
+        ptr = (self._top + align - 1) & ~(align - 1)
+        if ptr + size <= self._end:
+            self._top = ptr + size
+            return ptr
+        return self._memory.realloc(align, size)
 
 
 HostCallback = Callable[[LinearMemory, list[int]], int | None]

@@ -61,6 +61,17 @@ void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
 
 static void arena_reset(void) { arena_top = arena_start; }
 
+/* The input area: the host lays each event's arguments out here instead of calling
+ * cabi_realloc for every string and list. This module never frees argument memory (it only
+ * ever resets its arena), so it can lend the host a buffer; what does not fit still comes
+ * through cabi_realloc. Exported by address (`-Wl,--export=hyperfilter_input`). */
+#ifndef HF_INPUT_CAPACITY
+#define HF_INPUT_CAPACITY (64 * 1024)
+#endif
+static uint8_t input_bytes[HF_INPUT_CAPACITY] __attribute__((aligned(8)));
+__attribute__((used)) struct { uint32_t capacity; uint8_t *bytes; } hyperfilter_input = {
+    HF_INPUT_CAPACITY, input_bytes};
+
 static void *copy_to_arena(const void *data, size_t len) {
     void *ptr = arena_alloc(len ? len : 1, 1);
     memcpy(ptr, data, len);

@@ -9,6 +9,8 @@
  *
  * Memory: everything the host hands a hook, and everything allocated with hf_alloc(), lives
  * in an arena that is emptied after each event. Keep state across events in static storage.
+ * Event arguments mostly arrive in a buffer this module lends the host (`hyperfilter_input`,
+ * an extension of the canonical ABI that saves a cabi_realloc call per string and list).
  */
 #ifndef HYPERFILTER_H
 #define HYPERFILTER_H
