@@ -1,5 +1,6 @@
 """`make bench`: every contender started here, every workload interleaved across contenders in
-one run (the machine is shared and noisy), results in bench/results/latest.json with plots.
+one run (the machine is shared and noisy: only ratios within one run mean anything), results
+in bench/results/latest.json with plots beside it.
 
     python -m bench [--quick]
 """
@@ -9,20 +10,38 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import Progress
 
-from bench.contenders import TCP_CONTENDERS, Contender, ServerProcess
+from bench.contenders import (
+    Contender,
+    Direct,
+    EnvoyAlone,
+    EnvoyWasm,
+    Hyperfilter,
+    Naive,
+    ServerProcess,
+    Upstreams,
+)
 from bench.plots import plot_all
-from bench.report import print_tables
+from bench.report import goals, markdown, print_tables
 from bench.stats import summarize
-from bench.workloads import RoundTrips, connect_and_round_trip, timed
+from bench.workloads import (
+    HttpRequests,
+    RoundTrips,
+    connect_and_round_trip,
+    memory_per_connection,
+    round_trips_per_second,
+    timed,
+)
 from sidecar.envoy import Upstream
 from sidecar.metrics import Metrics
 from vmm.loader import load_plugin
@@ -31,15 +50,22 @@ from vmm.wasmtime import WasmtimeBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+Samples = dict[str, list[int]]
 
 
 class Scale:
     def __init__(self, quick: bool) -> None:
         self.sandboxes = 300 if quick else 3000
-        self.component_sandboxes = 30 if quick else 200
-        self.blocks = 4 if quick else 20  # rounds of interleaving
-        self.round_trips = 100 if quick else 250  # per block and contender
-        self.connects = 20 if quick else 50
+        self.component_sandboxes = 20 if quick else 200
+        self.blocks = 3 if quick else 10  # rounds of interleaving
+        self.round_trips = 100 if quick else 300  # per block and contender
+        self.big_round_trips = 20 if quick else 50
+        self.connects = 15 if quick else 40
+        self.requests = 50 if quick else 150
+        self.body_requests = 15 if quick else 40
+        self.throughput_seconds = 1.0 if quick else 4.0
+        self.concurrency = (1, 16, 64, 256)
+        self.live = (1000,) if quick else (1000, 10000)
 
 
 def creation_samples(plugin: LoadedPlugin, count: int) -> list[int]:
@@ -51,29 +77,31 @@ def creation_samples(plugin: LoadedPlugin, count: int) -> list[int]:
     return samples
 
 
-def sandbox_creation(scale: Scale, progress: Progress) -> dict[str, dict[str, float]]:
-    """Time to create one sandbox (close not counted), per plugin kind, in this process."""
+def sandbox_creation(scale: Scale, progress: Progress) -> dict[str, dict[str, Any]]:
+    """Time to create one sandbox, per tier and plugin kind, in this process."""
     task = progress.add_task("sandbox creation", total=2)
     backend = WasmtimeBackend(Path(tempfile.mkdtemp(prefix="hyperfilter-bench-cache-")))
     results = {}
     try:
-        for label, plugin_name, count in (
-                ("wasmtime core module (pass-through, C)", "pass-through", scale.sandboxes),
-                ("wasmtime component (http-auth, Python)", "http-auth",
+        for label, tier, plugin_name, count in (
+                ("wasmtime, core module (pass-through, C)", "wasmtime", "pass-through",
+                 scale.sandboxes),
+                ("wasmtime, component (http-auth, Python)", "wasmtime", "http-auth",
                  scale.component_sandboxes)):
             plugin = load_plugin(ROOT / "plugins" / "examples" / plugin_name, backend,
                                  Metrics())
-            results[label] = summarize(creation_samples(plugin, count))
+            results[label] = summarize(creation_samples(plugin, count)) | {"tier": tier}
             progress.advance(task)
     finally:
         backend.close()
     return results
 
 
-def interleaved(contenders: list[Contender], scale: Scale, progress: Progress,
-                workload: str, measure: Callable[[Contender], list[int]],
-                blocks: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, list[int]] = {c.name: [] for c in contenders}
+def interleaved(contenders: list[Contender], progress: Progress, workload: str,
+                measure: Callable[[Contender], list[int]], blocks: int,
+                samples: Samples) -> dict[str, dict[str, Any]]:
+    for contender in contenders:
+        samples[contender.name] = []
     task = progress.add_task(workload, total=blocks * len(contenders))
     for _ in range(blocks):
         for contender in contenders:
@@ -82,56 +110,141 @@ def interleaved(contenders: list[Contender], scale: Scale, progress: Progress,
     return {c.label: summarize(samples[c.name]) | {"contender": c.name} for c in contenders}
 
 
-def tcp_workloads(scale: Scale, progress: Progress) -> dict[str, dict[str, dict[str, float]]]:
-    echo = ServerProcess("echo")
-    contenders = [kind() for kind in TCP_CONTENDERS]
-    started: list[Contender] = []
-    task = progress.add_task("starting contenders", total=len(contenders))
+class Client(Protocol):
+    def run(self, count: int) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+def with_clients(contenders: list[Contender], progress: Progress, name: str,
+                 open_client: Callable[[Contender], Client], count: int, blocks: int,
+                 raw: dict[str, Samples]) -> dict[str, dict[str, Any]]:
+    """One persistent client per contender, warmed up, then measured interleaved."""
+    clients = {c.name: open_client(c) for c in contenders}
     try:
-        for contender in contenders:
-            contender.start(Upstream("127.0.0.1", echo.port))
-            started.append(contender)
-            progress.advance(task)
-        connections = {c.name: RoundTrips(c.port, 100) for c in contenders}
-        for connection in connections.values():
-            connection.run(200)  # warm up: first streams, sandboxes, caches
-        results = {"tcp_round_trip_100B": interleaved(
-            contenders, scale, progress, "TCP round trip, 100 B",
-            lambda c: connections[c.name].run(scale.round_trips), scale.blocks)}
-        for connection in connections.values():
-            connection.close()
-        results["tcp_connect_and_round_trip"] = interleaved(
-            contenders, scale, progress, "new connection + first round trip",
-            lambda c: connect_and_round_trip(c.port, scale.connects), scale.blocks)
-        return results
+        for client in clients.values():
+            client.run(10)  # warm up: first streams, sandboxes, caches
+        raw[name] = {}
+        return interleaved(contenders, progress, name, lambda c: clients[c.name].run(count),
+                           blocks, raw[name])
     finally:
-        for contender in started:
-            contender.stop()
-        echo.stop()
+        for client in clients.values():
+            client.close()
+
+
+def latency_workloads(contenders: list[Contender], scale: Scale, progress: Progress,
+                      raw: dict[str, Samples]) -> dict[str, Any]:
+    def run(name: str, open_client: Callable[[Contender], Client], count: int) -> None:
+        results[name] = with_clients(contenders, progress, name, open_client, count,
+                                     scale.blocks, raw)
+
+    results: dict[str, Any] = {}
+    run("tcp_round_trip_100B", lambda c: RoundTrips(c.ports["tcp"], 100), scale.round_trips)
+    run("tcp_round_trip_64KiB", lambda c: RoundTrips(c.ports["tcp"], 65536),
+        scale.big_round_trips)
+    raw["tcp_connect_and_round_trip"] = {}
+    results["tcp_connect_and_round_trip"] = interleaved(
+        contenders, progress, "tcp_connect_and_round_trip",
+        lambda c: connect_and_round_trip(c.ports["tcp"], scale.connects), scale.blocks,
+        raw["tcp_connect_and_round_trip"])
+    run("http_headers_only", lambda c: HttpRequests(c.ports["http"]), scale.requests)
+    run("http_64KiB_body", lambda c: HttpRequests(c.ports["http_body"], b"b" * 65536),
+        scale.body_requests)
+    return results
+
+
+def throughput(contenders: list[Contender], scale: Scale,
+               progress: Progress) -> dict[str, dict[str, Any]]:
+    """Echo round trips per second with N concurrent connections; for ext_proc contenders each
+    round trip is two ext_proc messages (the bytes there, and back)."""
+    task = progress.add_task("throughput", total=len(scale.concurrency) * len(contenders))
+    results: dict[str, dict[str, Any]] = {c.label: {"contender": c.name} for c in contenders}
+    for connections in scale.concurrency:
+        for contender in contenders:
+            rate = round_trips_per_second(contender.ports["tcp"], connections,
+                                          scale.throughput_seconds)
+            results[contender.label][str(connections)] = round(rate)
+            progress.advance(task)
+    return results
+
+
+def live_memory(contenders: list[Contender], scale: Scale,
+                progress: Progress) -> dict[str, dict[str, Any]]:
+    """Resident memory of the sidecar per live connection: its stream, and its sandbox (the
+    contender without a sandbox call shows what the stream alone costs). The naive server is
+    not measured: one thread per stream, it cannot hold thousands of streams."""
+    measured = [c for c in contenders if isinstance(c, Hyperfilter)]
+    task = progress.add_task("memory per live connection", total=len(scale.live) * len(measured))
+    results: dict[str, dict[str, Any]] = {}
+    for contender in measured:
+        row: dict[str, Any] = {"contender": contender.name}
+        for connections in scale.live:
+            per = memory_per_connection(contender.worker_pids,  # type: ignore[attr-defined]
+                                        contender.ports["tcp"], connections)
+            row[str(connections)] = round(per / 1024, 1)  # KiB
+            progress.advance(task)
+        results[contender.label] = row
+    return results
+
+
+def allow_many_connections() -> None:
+    """10,000 live connections need more descriptors than the default 1024 (children inherit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 17
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def contenders_here() -> list[Contender]:
+    return [Direct(), EnvoyAlone(), Naive(), Hyperfilter(plugin=None), Hyperfilter(),
+            EnvoyWasm()]
 
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     scale = Scale(quick)
     console = Console()
-    results: dict[str, object] = {
-        "finished": None, "quick": quick,
+    allow_many_connections()
+    results: dict[str, Any] = {
+        "finished": None, "quick": quick, "command": "make bench" + (" QUICK=1" if quick else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "kvm": os.path.exists("/dev/kvm")},
-        "command": "make bench" + (" QUICK=1" if quick else ""),
-        "workloads": {},
     }
-    workloads: dict[str, object] = {}
-    with Progress(console=console, transient=True) as progress:
-        workloads["sandbox_creation"] = sandbox_creation(scale, progress)
-        workloads.update(tcp_workloads(scale, progress))
+    raw: dict[str, Samples] = {}
+    workloads: dict[str, Any] = {}
+    echo, web = ServerProcess("echo"), ServerProcess("http")
+    upstreams = Upstreams(Upstream("127.0.0.1", echo.port), Upstream("127.0.0.1", web.port))
+    contenders = contenders_here()
+    started: list[Contender] = []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            workloads["sandbox_creation"] = sandbox_creation(scale, progress)
+            task = progress.add_task("starting contenders", total=len(contenders))
+            for contender in contenders:
+                contender.start(upstreams)
+                started.append(contender)
+                progress.advance(task)
+            workloads.update(latency_workloads(contenders, scale, progress, raw))
+            workloads["tcp_throughput_round_trips_per_s"] = throughput(contenders, scale,
+                                                                       progress)
+            workloads["memory_per_live_connection_KiB"] = live_memory(contenders, scale,
+                                                                      progress)
+    finally:
+        for contender in started:
+            contender.stop()
+        echo.stop()
+        web.stop()
     results["workloads"] = workloads
+    results["goals"] = goals(workloads)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot_all(results, RESULTS)
+    (RESULTS / "latest.md").write_text(markdown(results))
+    plot_all(results, raw, RESULTS)
     print_tables(results, console)
-    console.print(f"results: {RESULTS / 'latest.json'} and plots beside it")
+    console.print(f"results: {RESULTS / 'latest.json'}, latest.md and plots beside them")
     return 0
 
 

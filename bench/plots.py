@@ -10,31 +10,79 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from bench.report import LATENCY
 
-def bars(ax: Any, title: str, rows: dict[str, dict[str, float]]) -> None:
-    labels = list(rows)
-    p50 = [rows[label]["p50_us"] for label in labels]
-    p99 = [rows[label]["p99_us"] for label in labels]
-    y = range(len(labels))
-    ax.barh([i + 0.2 for i in y], p50, height=0.4, label="p50")
-    ax.barh([i - 0.2 for i in y], p99, height=0.4, label="p99", alpha=0.6)
-    for i, value in zip(y, p50, strict=True):
-        ax.text(value, i + 0.2, f" {value:.0f}", va="center", fontsize=8)
-    ax.set_yticks(list(y), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("µs")
-    ax.set_title(title, fontsize=10)
+
+def latency_distribution(name: str, samples: dict[str, list[int]],
+                         labels: dict[str, str], path: Path) -> None:
+    """One cumulative distribution per contender: how many round trips finished within x."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for contender, values in samples.items():
+        ordered = sorted(v / 1000 for v in values)
+        if ordered:
+            ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))],
+                    label=labels.get(contender, contender))
+    ax.set_xscale("log")
+    ax.set_xlabel("µs (log scale)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_title(name.replace("_", " "))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def throughput(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, r in rows.items():
+        points = sorted((int(k), v) for k, v in r.items() if k != "contender")
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent connections")
+    ax.set_ylabel("echo round trips / s (ext_proc: 2 messages each)")
+    ax.set_title("TCP throughput")
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def plot_all(results: dict[str, Any], directory: Path) -> list[Path]:
-    written = []
-    for name, rows in results["workloads"].items():
-        fig, ax = plt.subplots(figsize=(9, 0.7 * len(rows) + 1.5))
-        bars(ax, name.replace("_", " "), rows)
-        fig.tight_layout()
-        path = directory / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+def bars(rows: dict[str, dict[str, Any]], keys: list[str], unit: str, title: str,
+         path: Path, log: bool = False) -> None:
+    fig, ax = plt.subplots(figsize=(9, 0.8 * len(rows) + 2))
+    labels = list(rows)
+    height = 0.8 / len(keys)
+    for n, key in enumerate(keys):
+        values = [rows[label].get(key) or 0 for label in labels]
+        positions = [i + n * height for i in range(len(labels))]
+        ax.barh(positions, values, height=height, label=key)
+        for y, value in zip(positions, values, strict=True):
+            ax.text(value, y, f" {value:g}", va="center", fontsize=8)
+    ax.set_yticks([i + height * (len(keys) - 1) / 2 for i in range(len(labels))], labels,
+                  fontsize=8)
+    ax.invert_yaxis()
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_all(results: dict[str, Any], raw: dict[str, dict[str, list[int]]],
+             directory: Path) -> None:
+    w = results["workloads"]
+    labels = {r["contender"]: label for label, r in w["tcp_round_trip_100B"].items()}
+    for name in LATENCY:
+        latency_distribution(name, raw[name], labels, directory / f"{name}.png")
+    throughput(w["tcp_throughput_round_trips_per_s"], directory / "tcp_throughput.png")
+    bars(w["sandbox_creation"], ["p50_us", "p99_us"], "µs (log scale)",
+         "sandbox creation by tier", directory / "sandbox_creation.png", log=True)
+    memory = w["memory_per_live_connection_KiB"]
+    bars(memory, sorted({k for r in memory.values() for k in r if k != "contender"}, key=int),
+         "KiB per live connection", "resident memory per live connection (sidecar process)",
+         directory / "memory_per_live_connection.png")

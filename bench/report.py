@@ -1,4 +1,5 @@
-"""The benchmark results as tables, with each contender's ratio to the workload's baseline."""
+"""The benchmark's findings: tables with ratios taken within the run, and the goals with the
+figure measured for each."""
 
 from __future__ import annotations
 
@@ -7,22 +8,124 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# The contender each workload's ratios are taken against.
-BASELINES = {"tcp_round_trip_100B": "envoy", "tcp_connect_and_round_trip": "envoy"}
+LATENCY = ("tcp_round_trip_100B", "tcp_round_trip_64KiB", "tcp_connect_and_round_trip",
+           "http_headers_only", "http_64KiB_body")
 
 
-def workload_table(name: str, rows: dict[str, dict[str, Any]]) -> Table:
-    baseline = next((r for r in rows.values() if r.get("contender") == BASELINES.get(name)), None)
+def row(rows: dict[str, dict[str, Any]], contender: str) -> dict[str, Any] | None:
+    return next((r for r in rows.values() if r.get("contender") == contender), None)
+
+
+def ratio(rows: dict[str, dict[str, Any]], top: str, bottom: str,
+          key: str = "p50_us") -> float | None:
+    a, b = row(rows, top), row(rows, bottom)
+    return round(a[key] / b[key], 2) if a and b and b.get(key) else None
+
+
+def _goal(name: str, target: str, measured: float | None, met: bool | None,
+          note: str = "") -> dict[str, Any]:
+    return {"name": name, "target": target, "measured": measured, "met": met} | (
+        {"note": note} if note else {})
+
+
+def _at_most(name: str, limit: float, measured: float | None, target: str, note: str = "") -> dict:
+    return _goal(name, target, measured, None if measured is None else measured <= limit, note)
+
+
+def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    rtt, connect = w["tcp_round_trip_100B"], w["tcp_connect_and_round_trip"]
+    tiers = [r["contender"] for r in rtt.values()
+             if r["contender"].startswith("hyperfilter-") and r["contender"] != "hyperfilter-path"]
+    result = []
+    for tier in tiers:
+        result += [
+            _at_most(f"TCP round trip p50, {tier} / naive unsandboxed ext_proc", 0.8,
+                     ratio(rtt, tier, "naive"), "<= 0.8"),
+            _at_most(f"sandbox tax: TCP round trip p50, {tier} / sandbox call removed", 1.15,
+                     ratio(rtt, tier, "hyperfilter-path"), "<= 1.15"),
+            _at_most(f"new connection + first round trip p50, {tier} / Envoy alone", 2.5,
+                     ratio(connect, tier, "envoy"), "<= 2.5"),
+            _goal(f"TCP round trip p50, {tier} / Envoy's in-process Wasm (V8)", "reported",
+                  ratio(rtt, tier, "envoy-wasm"), None),
+        ]
+        rates = row(w["tcp_throughput_round_trips_per_s"], tier) or {}
+        messages = 2 * rates["64"] if "64" in rates else None
+        result.append(_goal(f"ext_proc messages/s at 64 connections, {tier}", ">= 20000",
+                            messages, None if messages is None else messages >= 20000))
+        memory = row(w["memory_per_live_connection_KiB"], tier) or {}
+        result.append(_at_most(f"resident KiB per live sandbox at 10,000 connections, {tier}",
+                               256, memory.get("10000"), "< 256",
+                               "" if "10000" in memory else "measured with --quick at 1,000"))
+    for label, limit in (("wasmtime", 50), ("kvm", 500)):
+        creation = next((r for k, r in w["sandbox_creation"].items() if r["tier"] == label
+                         and "core module" in k), None)
+        result.append(_at_most(f"sandbox creation p50, {label} tier, small core plugin (µs)",
+                               limit, creation["p50_us"] if creation else None, f"< {limit}",
+                               "" if creation else f"no {label} tier on this machine"))
+    return result
+
+
+def latency_table(name: str, rows: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=name)
-    for column in ("contender", "p50 µs", "p99 µs", "n", "p50 ratio"):
+    for column in ("contender", "p50 µs", "p99 µs", "n", "÷ Envoy", "÷ naive"):
         table.add_column(column, justify="left" if column == "contender" else "right")
-    for label, row in rows.items():
-        ratio = f"{row['p50_us'] / baseline['p50_us']:.2f}×" if baseline else ""
-        table.add_row(label, f"{row['p50_us']:.1f}", f"{row['p99_us']:.1f}", str(row["n"]),
-                      ratio)
+    for label, r in rows.items():
+        vs = [ratio(rows, r["contender"], base) for base in ("envoy", "naive")]
+        table.add_row(label, f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", str(r["n"]),
+                      *(f"{v:.2f}×" if v else "" for v in vs))
     return table
 
 
 def print_tables(results: dict[str, Any], console: Console) -> None:
-    for name, rows in results["workloads"].items():
-        console.print(workload_table(name, rows))
+    w = results["workloads"]
+    creation = Table(title="sandbox creation")
+    for column in ("tier, plugin", "p50 µs", "p99 µs", "n"):
+        creation.add_column(column)
+    for label, r in w["sandbox_creation"].items():
+        creation.add_row(label, f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", str(r["n"]))
+    console.print(creation)
+    for name in LATENCY:
+        console.print(latency_table(name, w[name]))
+    for name, unit in (("tcp_throughput_round_trips_per_s", "round trips/s"),
+                       ("memory_per_live_connection_KiB", "KiB per live connection")):
+        rows = w[name]
+        columns = sorted({k for r in rows.values() for k in r if k != "contender"}, key=int)
+        table = Table(title=f"{name} ({unit})")
+        table.add_column("contender")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for label, r in rows.items():
+            table.add_row(label, *(str(r.get(c, "")) for c in columns))
+        console.print(table)
+    table = Table(title="goals")
+    for column in ("goal", "target", "measured", "met"):
+        table.add_column(column)
+    for goal in results["goals"]:
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[goal["met"]]
+        table.add_row(goal["name"], goal["target"], str(goal["measured"]), met)
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}×" if isinstance(value, float) else str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The findings as Markdown tables, for the README."""
+    w = results["workloads"]
+    lines = [f"Measured by `{results['command']}` ({results['finished']}; "
+             f"{results['machine']['cpus']} cores, KVM: {results['machine']['kvm']}). "
+             "Ratios are taken within this run.", ""]
+    for name in LATENCY:
+        lines += [f"**{name}**", "", "| contender | p50 µs | p99 µs | ÷ Envoy alone | ÷ naive |",
+                  "|---|---:|---:|---:|---:|"]
+        for label, r in w[name].items():
+            lines.append(f"| {label} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
+                         f"{_cell(ratio(w[name], r['contender'], 'envoy'))} | "
+                         f"{_cell(ratio(w[name], r['contender'], 'naive'))} |")
+        lines.append("")
+    lines += ["**goals**", "", "| goal | target | measured | met |", "|---|---|---:|---|"]
+    for goal in results["goals"]:
+        met = {True: "yes", False: "**no**", None: "-"}[goal["met"]]
+        lines.append(f"| {goal['name']} | {goal['target']} | {_cell(goal['measured'])} | {met} |")
+    return "\n".join(lines) + "\n"

@@ -1,8 +1,9 @@
 """Servers the benchmarks run as their own processes, so that none shares a GIL with the
-client that measures: a TCP echo upstream, and the naive ext_proc baseline.
+client that measures. Each prints its port when ready.
 
-    python -m bench.servers echo    # prints its port, then echoes
-    python -m bench.servers naive   # prints its port, then serves network ext_proc
+    python -m bench.servers echo         # TCP echo upstream
+    python -m bench.servers http         # HTTP/1.1 upstream: answers with the request body
+    python -m bench.servers naive        # the naive ext_proc baseline (grpcio), both services
 """
 
 from __future__ import annotations
@@ -13,21 +14,49 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import uvloop
+from envoy.service.ext_proc.v3 import external_processor_pb2 as http_pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as http_grpc
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2_grpc as pb_grpc
 
 
 async def echo() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1 << 20):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        writer.close()
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=1024)
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0, backlog=4096)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+async def http() -> None:
+    """Keep-alive HTTP/1.1 that answers every request with its own body (or "ok")."""
+
+    class Responder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                head = self.buffer[:end].lower()
+                at = head.find(b"content-length:")
+                length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+                if len(self.buffer) < end + 4 + length:
+                    return
+                body = self.buffer[end + 4:end + 4 + length] or b"ok"
+                self.buffer = self.buffer[end + 4 + length:]
+                self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s"  # type: ignore[attr-defined]
+                                     % (len(body), body))
+
+    server = await asyncio.get_running_loop().create_server(Responder, "127.0.0.1", 0,
+                                                            backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 
@@ -45,9 +74,21 @@ class NaiveProcessor(pb_grpc.NetworkExternalProcessorServicer):
                 yield pb.ProcessingResponse(write_data=request.write_data)
 
 
+class NaiveHttpProcessor(http_grpc.ExternalProcessorServicer):
+    """The same for HTTP: one CONTINUE response of the matching kind per message."""
+
+    def Process(self, request_iterator: Iterator[http_pb.ProcessingRequest],  # noqa: N802
+                context: grpc.ServicerContext) -> Iterator[http_pb.ProcessingResponse]:
+        for request in request_iterator:
+            response = http_pb.ProcessingResponse()
+            getattr(response, request.WhichOneof("request")).SetInParent()
+            yield response
+
+
 def naive() -> None:
     server = grpc.server(ThreadPoolExecutor(max_workers=512))
     pb_grpc.add_NetworkExternalProcessorServicer_to_server(NaiveProcessor(), server)
+    http_grpc.add_ExternalProcessorServicer_to_server(NaiveHttpProcessor(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
@@ -55,4 +96,8 @@ def naive() -> None:
 
 
 if __name__ == "__main__":
-    {"echo": lambda: asyncio.run(echo()), "naive": naive}[sys.argv[1]]()
+    {
+        "echo": lambda: uvloop.run(echo()),
+        "http": lambda: uvloop.run(http()),
+        "naive": naive,
+    }[sys.argv[1]]()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import signal
 from collections.abc import Callable
 
 from sidecar.config import PluginEntry, SidecarConfig
@@ -30,7 +33,7 @@ class Sidecar:
         try:
             self.registry = Registry.load(config, self.backends, self.metrics, on_plugin)
         except BaseException:
-            self.close()
+            self._close_backends()
             raise
         self.observers = (self.metrics, *observers)
         self.server: SidecarServer | None = None
@@ -50,5 +53,25 @@ class Sidecar:
         self.close()
 
     def close(self) -> None:
+        self.registry.close()
+        self._close_backends()
+
+    def _close_backends(self) -> None:
         for backend in self.backends.values():
             backend.close()
+
+
+async def serve(sidecar: Sidecar, listen: str | None,
+                ready: Callable[[int, int | None], None]) -> None:
+    """Serve until SIGINT or SIGTERM; `ready(port, metrics_port)` once listening."""
+    port = await sidecar.start(listen)
+    # Everything loaded so far (plugins, protos, modules) lives as long as the process: keep
+    # it out of the cyclic collector's way, so its passes stay short on the request path.
+    gc.freeze()
+    ready(port, sidecar.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await sidecar.stop()

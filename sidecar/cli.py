@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
-import signal
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -17,10 +14,12 @@ from rich.markup import escape
 
 from sidecar import demo as demo_module
 from sidecar.app import Sidecar
+from sidecar.app import serve as serve_forever
 from sidecar.config import ConfigError, load_config
 from sidecar.envoy import HttpListener, Listener, TcpListener, Upstream, render_bootstrap
 from sidecar.plugin_build import BuildError, build_plugin
 from sidecar.plugin_new import LANGUAGES, new_plugin
+from sidecar.workers import Supervisor
 from vmm.errors import PluginLoadError
 
 app = typer.Typer(
@@ -86,31 +85,36 @@ def serve(
 ) -> None:
     """Serve Envoy's network and HTTP ext_proc, every stream in fresh sandboxes."""
     setup_logging(log_level)
-    sidecar = load_sidecar(config)
+    sidecar = load_sidecar(config)  # every plugin loaded and checked before anything listens
     log_startup(sidecar)
+    workers = sidecar.config.workers
+    host = (listen or sidecar.config.listen).rpartition(":")[0]
+    metrics_host = (sidecar.config.metrics or "").rpartition(":")[0]
+
+    def ready(port: int, metrics_port: int | None) -> None:
+        if metrics_port is not None:
+            log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+        log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
+
     try:
-        uvloop.run(_serve(sidecar, listen))  # measured: less CPU per message than asyncio's
+        if workers == 1:
+            uvloop.run(serve_forever(sidecar, listen, ready))
+            return
+        sidecar.close()  # each worker loads its own, from the compile cache
+        if any("shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
+            log.warning("shared-state is per worker process: with %d workers, each keeps "
+                        "its own store", workers)
+        supervisor = Supervisor(config, sidecar.config, listen, log_level)
+        for worker in supervisor.start():
+            log.info("worker %d (pid %d) listening on %s%s", worker.index,
+                     worker.process.pid, worker.listen,  # type: ignore[union-attr]
+                     f", metrics on http://{worker.metrics}/metrics" if worker.metrics else "")
+        log.info("listening on %s: network ext_proc, HTTP ext_proc, gRPC health (%d workers; "
+                 "give Envoy's cluster every one)",
+                 ", ".join(w.listen for w in supervisor.workers), workers)
+        supervisor.run()
     except OSError as exc:
         fail(str(exc))
-
-
-async def _serve(sidecar: Sidecar, listen: str | None) -> None:
-    port = await sidecar.start(listen)
-    # Everything loaded so far (plugins, protos, modules) lives as long as the process: keep
-    # it out of the cyclic collector's way, so its passes stay short on the request path.
-    gc.freeze()
-    if sidecar.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics",
-                 sidecar.config.metrics.rpartition(":")[0], sidecar.metrics_port)  # type: ignore[union-attr]
-    host = (listen or sidecar.config.listen).rpartition(":")[0]
-    log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await sidecar.stop()
 
 
 @app.command()
@@ -131,11 +135,23 @@ def _listener(kind: type[Listener], spec: str, **options: str) -> Listener:
         fail(f"{spec!r}: expected {LISTENER_SPEC}")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="A CI-sized run, under two minutes.")] = False,
+) -> None:
+    """Measure hyperfilter against Envoy alone, a naive ext_proc server and Envoy's own Wasm:
+    bench/results/latest.json, latest.md and plots."""
+    from bench.__main__ import main as run_bench  # matplotlib and friends only when asked
+
+    raise typer.Exit(run_bench(["--quick"] if quick else []))
+
+
 @app.command("envoy-config")
 def envoy_config(
     tcp: Annotated[list[str] | None, typer.Option(help=f"TCP listener: {LISTENER_SPEC}")] = None,
     http: Annotated[list[str] | None, typer.Option(help=f"HTTP listener: {LISTENER_SPEC}")] = None,
-    sidecar: Annotated[str, typer.Option(help="Where the sidecar listens.")] = "127.0.0.1:50051",
+    sidecar: Annotated[list[str] | None, typer.Option(
+        help="Where the sidecar listens; once per worker.")] = None,
     admin_port: Annotated[int, typer.Option(help="Envoy's admin port.")] = 9901,
     request_body_mode: Annotated[str, typer.Option(help="HTTP request body mode.")] = "NONE",
     response_body_mode: Annotated[str, typer.Option(help="HTTP response body mode.")] = "NONE",
@@ -146,8 +162,9 @@ def envoy_config(
                   response_body_mode=response_body_mode) for spec in http or ()]
     if not listeners:
         fail("give at least one --tcp or --http listener")
-    host, _, port = sidecar.rpartition(":")
-    print(render_bootstrap((host, int(port)), listeners, admin_port))
+    addresses = [(host, int(port)) for host, _, port in
+                 (address.rpartition(":") for address in sidecar or ["127.0.0.1:50051"])]
+    print(render_bootstrap(addresses, listeners, admin_port))
 
 
 @plugin_app.command("build")

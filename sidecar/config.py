@@ -2,7 +2,8 @@
 form chains, and what happens when something fails.
 
     listen = "127.0.0.1:50051"
-    metrics = "127.0.0.1:9464"            # optional Prometheus endpoint
+    workers = 2                           # processes; worker i listens on port + i
+    metrics = "127.0.0.1:9464"            # optional Prometheus endpoint (worker i: port + i)
     default-chain = "guard"               # for streams whose metadata names no chain
     default-failure-policy = "fail-closed"
 
@@ -53,6 +54,7 @@ class SidecarConfig:
     plugins: Mapping[str, PluginEntry]
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     listen: str = "127.0.0.1:50051"
+    workers: int = 1
     metrics: str | None = None
     cache_dir: Path = DEFAULT_CACHE_DIR
     default_chain: str | None = None
@@ -100,6 +102,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
         plugins=plugins,
         chains=chains,
         listen=table.get("listen", str, SidecarConfig.listen),
+        workers=table.get_positive("workers", SidecarConfig.workers),
         metrics=table.get("metrics", str) if table.has("metrics") else None,
         cache_dir=_path(base, table.get("cache-dir", str, str(DEFAULT_CACHE_DIR))),
         default_chain=default_chain,

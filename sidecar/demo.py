@@ -206,7 +206,7 @@ async def run_demo(console: Console) -> bool:
         sidecar_port = await sidecar.start()
         echo_port = await echo.start()
         web.start()
-        bootstrap = render_bootstrap(("127.0.0.1", sidecar_port), [
+        bootstrap = render_bootstrap([("127.0.0.1", sidecar_port)], [
             TcpListener("tcp-guard", "tcp-guard", Upstream("127.0.0.1", echo_port)),
             HttpListener("http-api", "http-api", Upstream("127.0.0.1", web.port),
                          response_body_mode="BUFFERED"),

@@ -67,7 +67,18 @@ class TcpProxyListener:
     template = "tcp-proxy-listener.yaml"
 
 
-Listener = TcpListener | HttpListener | TcpProxyListener
+@dataclass(frozen=True)
+class HttpProxyListener:
+    """Plain HTTP routing, no sidecar: what Envoy costs alone."""
+
+    name: str
+    upstream: Upstream
+    port: int = 0
+    listen_host: str = "127.0.0.1"
+    template = "http-proxy-listener.yaml"
+
+
+Listener = TcpListener | HttpListener | TcpProxyListener | HttpProxyListener
 
 
 def _fill(template: str, **fields: object) -> str:
@@ -80,9 +91,10 @@ def _block(text: str, indent: str) -> str:
     return textwrap.indent(body.strip("\n"), indent)
 
 
-def render_bootstrap(sidecar: tuple[str, int], listeners: Sequence[Listener],
+def render_bootstrap(sidecars: Sequence[tuple[str, int]], listeners: Sequence[Listener],
                      admin_port: int = 0) -> str:
-    """A complete Envoy bootstrap: the listeners, their upstreams, and the sidecar cluster."""
+    """A complete Envoy bootstrap: the listeners, their upstreams, and the sidecar cluster
+    with an endpoint per sidecar worker."""
     listener_text = "\n".join(
         _block(_fill(listener.template, upstream_cluster=listener.upstream.cluster,
                      **{f.name: getattr(listener, f.name) for f in dataclasses.fields(listener)
@@ -92,8 +104,11 @@ def render_bootstrap(sidecar: tuple[str, int], listeners: Sequence[Listener],
     cluster_text = "\n".join(
         _block(_fill("upstream-cluster.yaml", name=u.cluster, host=u.host, port=u.port), "  ")
         for u in upstreams)
+    endpoints = "\n".join(
+        f"        - endpoint: {{address: {{socket_address: {{address: {host}, "
+        f"port_value: {port}}}}}}}" for host, port in sidecars)
     return _fill("bootstrap.yaml", admin_port=admin_port, listeners=listener_text,
-                 clusters=cluster_text, sidecar_host=sidecar[0], sidecar_port=sidecar[1])
+                 clusters=cluster_text, sidecar_endpoints=endpoints)
 
 
 def envoy_binary() -> Path:

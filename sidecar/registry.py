@@ -9,15 +9,18 @@ from sidecar.config import PluginEntry, SidecarConfig
 from vmm.capabilities import MetricsSink
 from vmm.loader import load_plugin
 from vmm.manifest import FailurePolicy
+from vmm.pool import SandboxPool
 from vmm.sandbox import Backend, LoadedPlugin
 
 CHAIN_METADATA_KEY = "x-hyperfilter-chain"
+SPARE_SANDBOXES = 4  # per plugin: enough for a burst of new streams between two loop turns
 
 
 @dataclass(frozen=True)
 class ChainLink:
     plugin: LoadedPlugin
     policy: FailurePolicy
+    pool: SandboxPool
 
     @property
     def name(self) -> str:
@@ -52,11 +55,16 @@ class Registry:
             plugin = load_plugin(entry.path, backends[entry.tier], metrics, name=entry.name,
                                  config=entry.config, failure_policy=entry.failure_policy)
             policy = plugin.manifest.failure_policy or config.default_failure_policy
-            links[entry.name] = ChainLink(plugin, policy)
+            links[entry.name] = ChainLink(plugin, policy, SandboxPool(plugin, SPARE_SANDBOXES))
         chains = {name: Chain(name, (link,)) for name, link in links.items()}
         for name, members in config.chains.items():
             chains[name] = Chain(name, tuple(links[member] for member in members))
         return cls(chains, config.default_chain, config.default_failure_policy)
+
+    def close(self) -> None:
+        for chain in self.chains.values():
+            for link in chain.links:
+                link.pool.close()
 
     @property
     def plugins(self) -> list[LoadedPlugin]:

@@ -95,7 +95,9 @@ class StreamPlugins:
 
     def _new_sandbox(self, link: ChainLink) -> Sandbox | None:
         try:
-            return link.plugin.new_sandbox()
+            sandbox = link.pool.take()
+            self._defer(link.pool.refill)
+            return sandbox
         except SandboxFault as fault:
             self._report_fault(link.name, link.policy, fault, "creating its sandbox")
             if link.policy is FailurePolicy.FAIL_CLOSED and self.failure is None:

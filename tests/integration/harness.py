@@ -81,7 +81,7 @@ class Stack:
                 listeners.append(TcpListener(name, chain, echo))
             for name, (chain, options) in self.spec.http.items():
                 listeners.append(HttpListener(name, chain, web, **options))
-            self.envoy = Envoy(render_bootstrap(("127.0.0.1", self.sidecar.port), listeners))
+            self.envoy = Envoy(render_bootstrap([("127.0.0.1", self.sidecar.port)], listeners))
             self.envoy.start()
             self.ports = self.envoy.listener_ports
         except BaseException:

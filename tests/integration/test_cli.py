@@ -3,6 +3,7 @@ a good configuration served to the real Envoy; the demo end to end."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -131,7 +132,7 @@ def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
         echo_port = loop.run(echo.start)
         listeners = [TcpListener(name, name, Upstream("127.0.0.1", echo_port))
                      for name in ("blocker", "counter")]
-        with Envoy(render_bootstrap(("127.0.0.1", port), listeners)) as envoy:
+        with Envoy(render_bootstrap([("127.0.0.1", port)], listeners)) as envoy:
             ports = envoy.listener_ports
             assert tcp_exchange(ports["counter"], [b"a", b"b"]).replies == [b"1:a", b"2:b"]
             assert tcp_exchange(ports["blocker"], [b"DROP TABLE x"]).closed
@@ -146,6 +147,53 @@ def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def wait_for(log_path: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log_path.read_text())
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern!r} in:\n{log_path.read_text()}")
+
+
+def test_workers_share_the_streams_and_a_dead_one_comes_back(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'counter = "{plugin_dir("counter")}"',
+                          extra='workers = 2\nmetrics = "127.0.0.1:0"')
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([HYPERFILTER, "serve", "--config", str(config), "--listen",
+                                    "127.0.0.1:0"], stderr=log)
+    loop = LoopThread()
+    echo = EchoServer()
+    try:
+        wait_for(log_path, r"give Envoy's cluster every one")
+        workers = re.findall(r"worker (\d) \(pid (\d+)\) listening on 127\.0\.0\.1:(\d+), "
+                             r"metrics on (http://\S+/metrics)", log_path.read_text())
+        assert len(workers) == 2
+        listener = TcpListener("counter", "counter", Upstream("127.0.0.1", loop.run(echo.start)))
+        sidecars = [("127.0.0.1", int(port)) for _, _, port, _ in workers]
+        with Envoy(render_bootstrap(sidecars, [listener])) as envoy:
+            port = envoy.listener_ports["counter"]
+            for _ in range(10):
+                assert tcp_exchange(port, [b"a", b"b"]).replies == [b"1:a", b"2:b"]
+            for _, _, _, metrics in workers:  # round robin: each worker served streams
+                exported = urllib.request.urlopen(metrics, timeout=5).read().decode()
+                assert 'hyperfilter_streams_total{chain="counter",protocol="tcp"} 5.0' in exported
+            os.kill(int(workers[1][1]), signal.SIGKILL)
+            wait_for(log_path, r"worker 1 exited with -9; starting it again")
+            wait_for(log_path, rf"worker 1 \(pid \d+\) listening on [\d.]+:{workers[1][2]} again")
+            replies = [tcp_exchange(port, [b"c"]).replies for _ in range(6)]
+            assert replies == [[b"1:c"]] * 6
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        loop.run(echo.stop)
+        loop.close()
+        if process.poll() is None:
+            process.kill()
 
 
 def test_the_demo_runs_end_to_end() -> None:

@@ -32,6 +32,7 @@ from vmm.events import (
     Verdict,
 )
 from vmm.manifest import FailurePolicy, Manifest
+from vmm.pool import SandboxPool
 from vmm.sandbox import LoadedPlugin, Sandbox
 
 Script = Callable[[Event], Verdict | None]
@@ -79,7 +80,7 @@ def fake(name: str, script: Script, events: set[EventKind] = TCP_EVENTS) -> Fake
 
 
 def tcp(*plugins: FakePlugin, policy: FailurePolicy = FailurePolicy.FAIL_CLOSED) -> TcpSession:
-    chain = Chain("c", tuple(ChainLink(p, policy) for p in plugins))
+    chain = Chain("c", tuple(ChainLink(p, policy, SandboxPool(p, 0)) for p in plugins))
     return TcpSession(StreamPlugins(chain, "tcp"), StreamInfo())
 
 
@@ -162,7 +163,7 @@ def test_plugins_only_see_the_events_they_want_and_their_protocol() -> None:
 
 
 def http(*plugins: FakePlugin, policy: FailurePolicy = FailurePolicy.FAIL_CLOSED) -> HttpSession:
-    chain = Chain("c", tuple(ChainLink(p, policy) for p in plugins))
+    chain = Chain("c", tuple(ChainLink(p, policy, SandboxPool(p, 0)) for p in plugins))
     return HttpSession(StreamPlugins(chain, "http"), StreamInfo("1.2.3.4:5", "5.6.7.8:80"))
 
 
@@ -209,3 +210,19 @@ def test_http_failure_policies() -> None:
 def test_apply_headers_replaces_and_removes() -> None:
     fields = (("a", b"1"), ("b", b"2"), ("a", b"3"))
     assert apply_headers(fields, Mutation((("a", b"9"),), ("b",))) == (("a", b"9"),)
+
+
+def test_streams_take_pooled_sandboxes_and_refill_the_pool() -> None:
+    plugin = fake("p", lambda e: FORWARD)
+    pool = SandboxPool(plugin, 2)
+    pool.refill()
+    assert len(plugin.sandboxes) == 2
+    deferred: list = []
+    chain = Chain("c", (ChainLink(plugin, FailurePolicy.FAIL_CLOSED, pool),))
+    first = StreamPlugins(chain, "tcp", defer=deferred.append)
+    second = StreamPlugins(chain, "tcp", defer=deferred.append)
+    assert {first.links[0].sandbox, second.links[0].sandbox} == set(plugin.sandboxes)
+    for work in deferred:
+        work()
+    assert len(plugin.sandboxes) == 4  # two more made, none handed out twice
+    assert len({id(s) for s in plugin.sandboxes}) == 4
