@@ -12,13 +12,7 @@ from sidecar.metrics import Metrics
 from sidecar.registry import Registry
 from sidecar.server import SidecarServer
 from sidecar.streams import Observer
-from vmm.sandbox import Backend
-from vmm.wasmtime import WasmtimeBackend
-
-
-def make_backends(config: SidecarConfig) -> dict[str, Backend]:
-    """One backend per isolation tier the configuration uses."""
-    return {"wasmtime": WasmtimeBackend(config.cache_dir)}
+from sidecar.tiers import Tiers
 
 
 class Sidecar:
@@ -29,11 +23,12 @@ class Sidecar:
                  on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.backends = make_backends(config)
+        self.tiers = Tiers(config)
         try:
-            self.registry = Registry.load(config, self.backends, self.metrics, on_plugin)
+            self.registry = Registry.load(config, self.tiers.backend_for, self.metrics,
+                                          on_plugin)
         except BaseException:
-            self._close_backends()
+            self.tiers.close()
             raise
         self.observers = (self.metrics, *observers)
         self.server: SidecarServer | None = None
@@ -54,11 +49,7 @@ class Sidecar:
 
     def close(self) -> None:
         self.registry.close()
-        self._close_backends()
-
-    def _close_backends(self) -> None:
-        for backend in self.backends.values():
-            backend.close()
+        self.tiers.close()
 
 
 async def serve(sidecar: Sidecar, listen: str | None,

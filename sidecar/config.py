@@ -13,6 +13,10 @@ form chains, and what happens when something fails.
     path = "plugins/examples/http-auth"
     failure-policy = "fail-open"                     # overrides the manifest's
     config = { keys = "k-123:alice" }                # overrides the manifest's [config]
+    [plugins.guard]
+    path = "plugins/examples/tcp-blocker"
+    tier = "kvm"                                     # a micro-VM per stream (default: wasmtime)
+    fallback-tier = "wasmtime"                       # where /dev/kvm is missing; else an error
 
     [chains]
     guard = ["tcp-blocker", "auth"]
@@ -46,6 +50,7 @@ class PluginEntry:
     path: Path
     tier: str = "wasmtime"
     failure_policy: FailurePolicy | None = None
+    fallback_tier: str | None = None
     config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -71,13 +76,17 @@ def _plugin_entry(name: str, value: Any, table: Table, base: Path) -> PluginEntr
         return PluginEntry(name, _path(base, value))
     entry = Table(value, table.path(name))
     path = _path(base, entry.get("path", str))
-    tier = entry.get_choice("tier", {t: t for t in TIERS}, "wasmtime")
+    tiers = {t: t for t in TIERS}
+    tier = entry.get_choice("tier", tiers, "wasmtime")
+    fallback = entry.get_choice("fallback-tier", tiers) if entry.has("fallback-tier") else None
+    if fallback == tier:
+        raise TableError(f"{entry.path('fallback-tier')}: the same as tier")
     policy = (entry.get_choice("failure-policy", FAILURE_POLICIES)
               if entry.has("failure-policy") else None)
     config_table = entry.sub("config")
     config = {key: config_value(item, config_table.path(key)) for key, item in config_table.items()}
     entry.finish()
-    return PluginEntry(name, path, tier, policy, config)
+    return PluginEntry(name, path, tier, policy, fallback, config)
 
 
 def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:

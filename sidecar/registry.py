@@ -46,13 +46,14 @@ class Registry:
         self.default_policy = default_policy
 
     @classmethod
-    def load(cls, config: SidecarConfig, backends: Mapping[str, Backend], metrics: MetricsSink,
+    def load(cls, config: SidecarConfig, backend_for: Callable[[PluginEntry], Backend],
+             metrics: MetricsSink,
              on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> Registry:
         """Load every plugin; a PluginLoadError stops everything, naming the plugin."""
         links = {}
         for entry in config.plugins.values():
             on_plugin(entry)
-            plugin = load_plugin(entry.path, backends[entry.tier], metrics, name=entry.name,
+            plugin = load_plugin(entry.path, backend_for(entry), metrics, name=entry.name,
                                  config=entry.config, failure_policy=entry.failure_policy)
             policy = plugin.manifest.failure_policy or config.default_failure_policy
             links[entry.name] = ChainLink(plugin, policy, SandboxPool(plugin, SPARE_SANDBOXES))

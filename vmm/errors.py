@@ -35,8 +35,17 @@ class UngrantedImportError(PluginLoadError):
         self.interface = interface
 
 
-class TierUnavailableError(PluginLoadError):
-    """The isolation tier asked for cannot run this plugin, or cannot run on this machine."""
+class TierMismatchError(PluginLoadError):
+    """The plugin cannot run on the isolation tier asked for (a component on `kvm`)."""
+
+
+class TierUnavailableError(Exception):
+    """An isolation tier cannot run on this machine (no /dev/kvm, no toolchain)."""
+
+    def __init__(self, tier: str, reason: str) -> None:
+        super().__init__(f"the {tier} tier cannot run here: {reason}")
+        self.tier = tier
+        self.reason = reason
 
 
 class SandboxFault(Exception):

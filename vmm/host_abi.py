@@ -5,10 +5,11 @@ the call's core arguments from the plugin's memory, run the host method, lower i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from vmm.canonical import Enum, Memory, Result
-from vmm.capabilities import CapabilityError, HostFunction
+from vmm.capabilities import CapabilityError, HostEnv, HostFunction
+from vmm.manifest import Manifest
 
 CoreHostCall = Callable[[Memory, list[int]], int | None]
 
@@ -37,3 +38,21 @@ def core_host_call(fn: HostFunction, method: Callable[..., Any]) -> CoreHostCall
         return result.lower_flat(mem, value)[0]
 
     return call
+
+
+class BoundHostFunction(NamedTuple):
+    function: HostFunction
+    call: CoreHostCall
+
+
+def granted_host_calls(manifest: Manifest, env: HostEnv) -> dict[tuple[str, str],
+                                                                  BoundHostFunction]:
+    """Every function of every capability the manifest grants, keyed by (interface, name) and
+    bound to this plugin's host objects (one per grant, shared by all its sandboxes)."""
+    calls = {}
+    for grant in manifest.grants.values():
+        host = grant.bind(env)
+        for function in grant.functions:
+            calls[grant.interface, function.name] = BoundHostFunction(
+                function, core_host_call(function, getattr(host, function.method)))
+    return calls

@@ -9,6 +9,7 @@ import wasmtime.component as wc
 
 from vmm.cache import CompileCache
 from vmm.capabilities import HostEnv
+from vmm.core_module import check_core_module
 from vmm.errors import NotWasmError
 from vmm.manifest import Manifest
 from vmm.sandbox import Backend, LoadedPlugin
@@ -32,10 +33,11 @@ class WasmtimeBackend(Backend):
         kind = wasm_kind(wasm)
         try:
             if kind is WasmKind.CORE:
+                core = check_core_module(manifest, wasm)
                 module = self.cache.load_or_compile(
                     wasm, "cwasm", lambda: wasmtime.Module(self.engine, wasm).serialize(),
                     lambda path: wasmtime.Module.deserialize_file(self.engine, str(path)))
-                return CorePlugin(manifest, module, env, self.engine, self.ticker)
+                return CorePlugin(manifest, core, module, env, self.engine, self.ticker)
             if kind is WasmKind.COMPONENT:
                 component = self.cache.load_or_compile(
                     wasm, "ccwasm", lambda: bytes(wc.Component(self.engine, wasm).serialize()),

@@ -38,10 +38,10 @@ from vmm.events import (
     Verdict,
     kinds_of,
 )
+from vmm.faults import classify
 from vmm.manifest import Manifest
 from vmm.sandbox import Sandbox
 from vmm.wasmtime.engine import EpochTicker
-from vmm.wasmtime.faults import classify
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.world import (
     DIRECTION,

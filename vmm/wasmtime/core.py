@@ -12,109 +12,45 @@ from ctypes import _Pointer
 import wasmtime
 
 from vmm.canonical import AbiError
-from vmm.capabilities import BY_INTERFACE, HostEnv
-from vmm.errors import (
-    InvalidVerdict,
-    PluginTrap,
-    SandboxFault,
-    UngrantedImportError,
-    WorldMismatchError,
-)
-from vmm.events import Event, Verdict, kinds_of
-from vmm.host_abi import core_host_call
+from vmm.capabilities import HostEnv
+from vmm.core_module import POST_RETURN_TYPES, REALLOC_TYPES, CoreModule, Handler
+from vmm.errors import InvalidVerdict, PluginTrap, SandboxFault
+from vmm.events import Event, Verdict
+from vmm.faults import classify
+from vmm.host_abi import granted_host_calls
+from vmm.input_area import INPUT_AREA_EXPORT, ArgumentArea
 from vmm.manifest import Manifest
 from vmm.sandbox import Sandbox
 from vmm.wasmtime.engine import EpochTicker
-from vmm.wasmtime.faults import classify
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.wasmtime.raw import (
-    INPUT_AREA_EXPORT,
-    REALLOC_TYPES,
-    ArgumentArea,
     HostCalls,
     LinearMemory,
     RawFunc,
     WasmTrap,
-    core_types,
     instance_func,
     instance_global_i32,
     instance_memory,
     set_epoch_deadline,
 )
-from vmm.world import EXPORTS, Export
-
-POST_RETURN_TYPES = (["i32"], [])
+from vmm.world import Export
 
 
 class CorePlugin(WasmtimePlugin):
     kind = "core module"
 
-    def __init__(self, manifest: Manifest, module: wasmtime.Module, env: HostEnv,
-                 engine: wasmtime.Engine, ticker: EpochTicker) -> None:
+    def __init__(self, manifest: Manifest, core: CoreModule, module: wasmtime.Module,
+                 env: HostEnv, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
         super().__init__(manifest, engine, ticker)
+        self.handlers = core.handlers
         self.host_calls = HostCalls()
         linker = wasmtime.Linker(engine)
-        self._link_imports(module, env, linker)
-        self.exports = self._check_exports(module)
+        calls = granted_host_calls(manifest, env)
+        for item in core.imports:
+            self.host_calls.define(linker, item.interface, item.function.name, *item.core_types,
+                                   calls[item.interface, item.function.name].call)
         self.pre = linker.instantiate_pre(module)
         self.check_instantiates()
-
-    def _link_imports(self, module: wasmtime.Module, env: HostEnv,
-                      linker: wasmtime.Linker) -> None:
-        hosts: dict[str, object] = {}
-        for item in module.imports:
-            interface, name = item.module, item.name or ""
-            grant_type = BY_INTERFACE.get(interface)
-            if grant_type is None:
-                raise WorldMismatchError(
-                    self.name, f"imports {interface}#{name}, which is not a hyperfilter capability")
-            grant = self.manifest.grants.get(grant_type.name)
-            if grant is None:
-                raise UngrantedImportError(self.name, interface, f"function {name}")
-            function = next((f for f in grant_type.functions if f.name == name), None)
-            if function is None:
-                raise WorldMismatchError(self.name, f"imports {interface}#{name}, "
-                                                    f"which {interface} does not define")
-            expected = function.signature.core_import()
-            if not isinstance(item.type, wasmtime.FuncType) or \
-                    core_types(item.type) != (list(expected[0]), list(expected[1])):
-                raise WorldMismatchError(self.name, f"imports {interface}#{name} with the wrong "
-                                                    f"type; the world's is {expected}")
-            if grant.name not in hosts:
-                hosts[grant.name] = grant.bind(env)
-            method = getattr(hosts[grant.name], function.method)
-            self.host_calls.define(linker, interface, name, *expected,
-                                   core_host_call(function, method))
-
-    def _check_exports(self, module: wasmtime.Module) -> dict[type, tuple[Export, bool]]:
-        types = {item.name: item.type for item in module.exports}
-        if not isinstance(types.get("memory"), wasmtime.MemoryType):
-            raise WorldMismatchError(self.name, "exports no memory")
-        self._check_func(types, "cabi_realloc", REALLOC_TYPES)
-        area = types.get(INPUT_AREA_EXPORT)
-        if area is not None and not (isinstance(area, wasmtime.GlobalType)
-                                     and str(area.content) == "i32"):
-            raise WorldMismatchError(self.name, f"exports {INPUT_AREA_EXPORT}, but not as an "
-                                                "i32 global (the address of its input area)")
-        wanted: dict[type, tuple[Export, bool]] = {}
-        for event_type, export in EXPORTS.items():
-            if not any(self.manifest.wants(kind) for kind in kinds_of(event_type)):
-                continue
-            self._check_func(types, export.core_name, export.signature.core_export())
-            has_post = export.post_return_name in types
-            if has_post:
-                self._check_func(types, export.post_return_name, POST_RETURN_TYPES)
-            wanted[event_type] = (export, has_post)
-        return wanted
-
-    def _check_func(self, types: dict[str, object], name: str,
-                    expected: tuple[list[str], list[str]]) -> None:
-        ty = types.get(name)
-        if ty is None:
-            raise WorldMismatchError(self.name, f"does not export {name}")
-        if not isinstance(ty, wasmtime.FuncType) or core_types(ty) != expected:
-            raise WorldMismatchError(self.name, f"exports {name} with the wrong type; "
-                                                f"the world's is {expected}")
 
     def new_sandbox(self) -> CoreSandbox:
         return CoreSandbox(self)
@@ -153,13 +89,14 @@ class CoreSandbox(Sandbox):
     def _bound(self, event_type: type) -> tuple[Export, RawFunc, RawFunc | None]:
         bound = self._calls.get(event_type)
         if bound is None:
-            export, has_post = self._plugin.exports[event_type]
+            handler: Handler = self._plugin.handlers[event_type]
+            export = handler.export
             assert self._store is not None
             func = instance_func(self._store, self._instance, export.core_name)
             assert func is not None
             call = RawFunc(self._ctx, func, *export.signature.core_export())
             post = None
-            if has_post:
+            if handler.has_post_return:
                 post_func = instance_func(self._store, self._instance, export.post_return_name)
                 assert post_func is not None
                 post = RawFunc(self._ctx, post_func, *POST_RETURN_TYPES)

@@ -18,6 +18,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from vmm.canonical import AbiError
+from vmm.core_module import REALLOC_TYPES
 
 CoreTypes = Sequence[str]  # "i32" | "i64"
 _VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
@@ -25,11 +26,6 @@ _VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
 
 def func_type(params: CoreTypes, results: CoreTypes) -> wasmtime.FuncType:
     return wasmtime.FuncType([_VALTYPES[t]() for t in params], [_VALTYPES[t]() for t in results])
-
-
-def core_types(ty: wasmtime.FuncType) -> tuple[list[str], list[str]]:
-    """A function type as ("i32" | "i64" | other) names, to compare with the world's."""
-    return [str(t) for t in ty.params], [str(t) for t in ty.results]
 
 
 class WasmTrap(Exception):
@@ -140,9 +136,6 @@ def _export(ctx: ctypes._Pointer, instance: wasmtime.Instance,
     return item if found else None
 
 
-REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
-
-
 class LinearMemory:
     """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked.
 
@@ -188,42 +181,6 @@ class LinearMemory:
             raise AbiError(f"cabi_realloc returned a misaligned pointer {ptr:#x}")
         self._at(ptr, size)
         return ptr
-
-
-INPUT_AREA_EXPORT = "hyperfilter_input"
-_INPUT_AREA = struct.Struct("<II")  # capacity, address of the buffer
-
-
-class ArgumentArea:
-    """The input area a module lends for event arguments (plugins/sdk/c/hyperfilter.c): each
-    event's strings and lists are bump-allocated in it, and only what does not fit goes through
-    cabi_realloc. A module exporting `hyperfilter_input` promises argument memory is borrowed:
-    it never frees it."""
-
-    __slots__ = ("_end", "_memory", "_start", "_top")
-
-    def __init__(self, memory: LinearMemory, descriptor: int) -> None:
-        capacity, start = _INPUT_AREA.unpack(memory.read(descriptor, 8))
-        memory.read(start, capacity)  # the whole area must lie inside linear memory
-        self._memory = memory
-        self._start = self._top = start
-        self._end = start + capacity
-
-    def start_arguments(self) -> None:
-        self._top = self._start
-
-    def read(self, ptr: int, length: int) -> bytes:
-        return self._memory.read(ptr, length)
-
-    def write(self, ptr: int, data: bytes) -> None:
-        self._memory.write(ptr, data)
-
-    def realloc(self, align: int, size: int) -> int:
-        ptr = (self._top + align - 1) & ~(align - 1)
-        if ptr + size <= self._end:
-            self._top = ptr + size
-            return ptr
-        return self._memory.realloc(align, size)
 
 
 HostCallback = Callable[[LinearMemory, list[int]], int | None]

@@ -1,4 +1,4 @@
-"""How a failed wasmtime call becomes a typed SandboxFault that carries its cause."""
+"""How a failed call into a plugin becomes a typed SandboxFault that carries its cause."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def classify(plugin: str, limits: Limits, message: str, *, interrupted: bool,
         return CpuLimitExceeded(plugin, f"more than {limits.cpu_ms} ms of CPU time for one event")
     headroom = limits.memory_bytes - memory_size
     if memory_size and headroom < max(limits.memory_bytes // 4, WASM_PAGE):
-        # wasmtime's C API cannot report a failed memory.grow; a trap with less than a quarter
-        # of the limit left is, in practice, the plugin giving up after one.
+        # A failed memory.grow is not a trap, and no tier hears of it; a trap with less than
+        # a quarter of the limit left is, in practice, the plugin giving up after one.
         return MemoryLimitExceeded(
             plugin, f"trapped with {memory_size / 2**20:.1f} of its "
             f"{limits.memory_bytes >> 20} MiB in use ({summary(message)})")

@@ -1,0 +1,108 @@
+"""What a core-module plugin must be: the world's canonical-ABI lowering, importing nothing but
+granted capabilities. Every tier runs this check before it compiles or links anything; after
+it, calls with the world's core types are safe without per-call type checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmm.capabilities import BY_INTERFACE, HostFunction
+from vmm.errors import NotWasmError, UngrantedImportError, WorldMismatchError
+from vmm.events import kinds_of
+from vmm.input_area import INPUT_AREA_EXPORT
+from vmm.manifest import Manifest
+from vmm.wasm_types import FuncSig, GlobalSig, MemorySig, WasmFormatError, read_module_types
+from vmm.world import EXPORTS, Export
+
+REALLOC = "cabi_realloc"
+REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
+POST_RETURN_TYPES = (["i32"], [])
+
+
+@dataclass(frozen=True)
+class CapabilityImport:
+    """An imported capability function, granted by the manifest."""
+
+    interface: str
+    function: HostFunction
+    grant: str
+
+    @property
+    def core_types(self) -> tuple[list[str], list[str]]:
+        return self.function.signature.core_import()
+
+
+@dataclass(frozen=True)
+class Handler:
+    """An event handler the plugin exports, and whether it has a post-return to call."""
+
+    export: Export
+    has_post_return: bool
+
+
+@dataclass(frozen=True)
+class CoreModule:
+    imports: tuple[CapabilityImport, ...]
+    handlers: dict[type, Handler]  # by event type, only for the events the manifest wants
+    memory: MemorySig
+    has_input_area: bool
+
+
+def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
+    """Raise a PluginLoadError naming the first thing that keeps `wasm` from being a plugin
+    with `manifest`."""
+    name = manifest.name
+    try:
+        types = read_module_types(wasm)
+    except WasmFormatError as exc:
+        raise NotWasmError(name, f"{manifest.wasm} cannot be read: {exc}") from None
+    imports = tuple(_check_import(manifest, item.module, item.name, item.sig)
+                    for item in types.imports)
+    exports = types.exports
+    memory = exports.get("memory")
+    if not isinstance(memory, MemorySig):
+        raise WorldMismatchError(name, "exports no memory")
+    _check_func(name, exports, REALLOC, REALLOC_TYPES)
+    area = exports.get(INPUT_AREA_EXPORT)
+    if area is not None and area != GlobalSig("i32", False) and area != GlobalSig("i32", True):
+        raise WorldMismatchError(name, f"exports {INPUT_AREA_EXPORT}, but not as an i32 "
+                                       "global (the address of its input area)")
+    handlers = {}
+    for event_type, export in EXPORTS.items():
+        if not any(manifest.wants(kind) for kind in kinds_of(event_type)):
+            continue
+        _check_func(name, exports, export.core_name, export.signature.core_export())
+        has_post = export.post_return_name in exports
+        if has_post:
+            _check_func(name, exports, export.post_return_name, POST_RETURN_TYPES)
+        handlers[event_type] = Handler(export, has_post)
+    return CoreModule(imports, handlers, memory, area is not None)
+
+
+def _check_import(manifest: Manifest, interface: str, name: str,
+                  sig: object) -> CapabilityImport:
+    grant_type = BY_INTERFACE.get(interface)
+    if grant_type is None:
+        raise WorldMismatchError(
+            manifest.name, f"imports {interface}#{name}, which is not a hyperfilter capability")
+    if grant_type.name not in manifest.grants:
+        raise UngrantedImportError(manifest.name, interface, f"function {name}")
+    function = next((f for f in grant_type.functions if f.name == name), None)
+    if function is None:
+        raise WorldMismatchError(manifest.name, f"imports {interface}#{name}, "
+                                                f"which {interface} does not define")
+    expected = function.signature.core_import()
+    if not isinstance(sig, FuncSig) or not sig.matches(expected):
+        raise WorldMismatchError(manifest.name, f"imports {interface}#{name} with the wrong "
+                                                f"type; the world's is {expected}")
+    return CapabilityImport(interface, function, grant_type.name)
+
+
+def _check_func(plugin: str, exports: dict[str, object], name: str,
+                expected: tuple[list[str], list[str]]) -> None:
+    sig = exports.get(name)
+    if sig is None:
+        raise WorldMismatchError(plugin, f"does not export {name}")
+    if not isinstance(sig, FuncSig) or not sig.matches(expected):
+        raise WorldMismatchError(plugin, f"exports {name} with the wrong type; "
+                                         f"the world's is {expected}")

@@ -1,0 +1,107 @@
+"""Building a plugin's guest image: wasm → C (wasm2c) → with the guest runtime and the glue,
+one freestanding x86-64 binary (gcc), loaded at IMAGE. Built once per plugin and toolchain and
+kept in the compile cache.
+
+The plugin's C keeps wasm's semantics, bounds checks included (no guard-page tricks: there is
+no signal handler in the guest), so a plugin is confined by wasm inside the VM and by the VM
+inside the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from vmm.cache import CompileCache
+from vmm.core_module import CoreModule
+from vmm.errors import PluginLoadError
+from vmm.kvm import glue
+from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
+
+GUEST_SOURCES = Path(__file__).parent / "guest"
+CFLAGS = (
+    "-std=gnu11", "-O2", "-ffreestanding", "-fno-pic", "-no-pie", "-nostdlib", "-static",
+    "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-math-errno",
+    "-msse4.1", "-mpopcnt", "-mno-avx", "-DNDEBUG", "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0",
+    "-Wl,--build-id=none", "-Wl,--oformat=binary",
+)
+# wasm2c's defaults: MVP, bulk memory, reference types, multi-value; SIMD modules fail to build
+# (wasm2c's SIMD needs the simde headers), exceptions are off.
+WASM2C_FLAGS: tuple[str, ...] = ()
+
+
+class Toolchain:
+    """wasm2c and gcc, and the wasm-rt.h that matches this wasm2c."""
+
+    def __init__(self, wasm2c: str, cc: str, runtime_header: Path) -> None:
+        self.wasm2c = wasm2c
+        self.cc = cc
+        self.runtime_header = runtime_header
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What an image depends on besides the plugin: tool versions and the guest sources."""
+        versions = [_output(self.wasm2c, "--version"), _output(self.cc, "-dumpfullversion")]
+        digest = hashlib.sha256(guest_header().encode())
+        for path in sorted(GUEST_SOURCES.rglob("*")):
+            if path.is_file():
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(self.runtime_header.read_bytes())
+        return f"kvm-wasm2c-{versions[0]}-gcc-{versions[1]}-{digest.hexdigest()[:16]}"
+
+
+def find_toolchain() -> Toolchain | str:
+    """The toolchain, or why there is none."""
+    wasm2c, cc = shutil.which("wasm2c"), shutil.which("gcc")
+    if wasm2c is None or cc is None:
+        missing = " and ".join(n for n, p in (("wasm2c", wasm2c), ("gcc", cc)) if p is None)
+        return f"{missing} not found (Debian packages: wabt, gcc)"
+    header = Path(wasm2c).resolve().parent.parent / "include" / "wasm-rt.h"
+    if not header.exists():
+        return f"wasm-rt.h not found next to {wasm2c} (at {header})"
+    return Toolchain(wasm2c, cc, header)
+
+
+def _output(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def build_image(plugin: str, wasm: bytes, core: CoreModule, functions: glue.GuestFunctions,
+                toolchain: Toolchain, cache: CompileCache) -> bytes:
+    glue_source = glue.generate(core, functions)
+    return cache.load_or_compile(
+        wasm + b"\0" + glue_source.encode(), "kvm-image",
+        lambda: _compile(plugin, wasm, glue_source, toolchain), Path.read_bytes)
+
+
+def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
+        build = Path(tmp)
+        (build / "plugin.wasm").write_bytes(wasm)
+        (build / "glue.c").write_text(glue_source)
+        (build / "layout.h").write_text(guest_header())
+        shutil.copy(toolchain.runtime_header, build / "wasm-rt.h")
+        _step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n", glue.MODULE_NAME,
+                                 "plugin.wasm", "-o", "plugin.c"], build)
+        _step(plugin, "gcc", [
+            toolchain.cc, *CFLAGS, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
+            "-I", str(build), "-I", str(GUEST_SOURCES / "include"),
+            "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin",
+            "plugin.c", "glue.c", str(GUEST_SOURCES / "runtime.c"), "-lgcc"], build)
+        image = (build / "image.bin").read_bytes()
+    if IMAGE + len(image) > LINEAR_BASE:
+        raise PluginLoadError(plugin, f"its guest image is {len(image) >> 20} MiB, more than "
+                                      f"fits below linear memory")
+    return image
+
+
+def _step(plugin: str, tool: str, command: list[str], cwd: Path) -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        detail = "; ".join((errors or result.stderr.splitlines() or ["no output"])[:3])
+        raise PluginLoadError(plugin, f"cannot be built for the kvm tier ({tool}): {detail}")

@@ -1,0 +1,248 @@
+"""One micro-VM: a KVM VM with a single memory slot and a single vCPU, and no devices.
+
+Lifecycle (a small state machine, checked on every transition):
+
+    new ──start()──▶ READY ──run()...──▶ READY ──reset()──▶ READY ...
+                       │                    │
+                       └──── fault ─────────┴──▶ BROKEN ──destroy()──▶ DESTROYED
+
+A machine's memory is a private copy-on-write mapping of a snapshot (a sealed memfd): pages
+the guest never writes stay shared with the snapshot, and `reset()` drops the written ones by
+mapping the snapshot again at the same address. The boot machine that makes a snapshot maps it
+shared instead, so that what it writes becomes the snapshot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+from vmm.kvm import api
+from vmm.kvm.layout import (
+    CODE_SELECTOR,
+    DATA_SELECTOR,
+    EXIT_KINDS,
+    EXIT_WINDOW,
+    GDT,
+    IMAGE,
+    PML4,
+    STACK_TOP,
+)
+
+_CR0 = 0x80010033  # PE MP ET NE WP PG
+_CR4 = 0x620  # PAE OSFXSR OSXMMEXCPT (SSE, no AVX: the guest never enables XSAVE)
+_EFER = 0xD00  # LME LMA NXE
+_TSS_ADDRESS = 0xFFFBD000  # above any slot; VMX needs it set, the guest never uses it
+_EXIT_REASON = struct.Struct("<I")
+_MMIO_EXIT = struct.Struct("<QI4xIB")  # address, first 4 data bytes, length, is_write
+_IO_EXIT = struct.Struct("<BBH")  # direction, size, port
+GUEST_CPU_FLAGS = ("sse4_1", "popcnt")  # the guest image is built for them (vmm/kvm/image.py)
+
+
+class MachineState(enum.Enum):
+    READY = "ready"
+    BROKEN = "broken"
+    DESTROYED = "destroyed"
+
+
+class VmCrash(Exception):
+    """The vCPU stopped for a reason the protocol does not allow (the machine is broken)."""
+
+
+class VcpuTimeout(Exception):
+    """The vCPU was still running at its deadline (the machine is broken)."""
+
+
+def missing_cpu_flags() -> list[str]:
+    """What the guest image needs of the CPU that this one lacks. The host CPU's flags count,
+    not the CPUID KVM offers guests: our guest never asks, it just runs the instructions."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo
+                      if line.startswith("flags")), [])
+    return [flag for flag in GUEST_CPU_FLAGS if flag not in flags]
+
+
+class Kvm:
+    """The process's handle on /dev/kvm: makes VMs, knows the CPUID to give their vCPUs."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        self.run_size = api.ioctl(self.fd, api.GET_VCPU_MMAP_SIZE)
+        self.cpuid = api.Cpuid(nent=api.MAX_CPUID_ENTRIES)
+        api.ioctl(self.fd, api.GET_SUPPORTED_CPUID, self.cpuid)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class CpuState:
+    regs: api.Regs
+    sregs: api.Sregs
+    fpu: api.Fpu
+
+
+class Machine:
+    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_vcpu", "_vm", "address", "deadline",
+                 "memory", "size", "state", "timings")
+
+    def __init__(self, kvm: Kvm, memfd: int, size: int, *, shared: bool = False) -> None:
+        self._kvm = kvm
+        self._memfd = memfd
+        self.size = size
+        self.deadline = float("inf")  # the watchdog kicks the vCPU after it
+        self.state = MachineState.BROKEN  # until every resource below exists
+        self.timings: dict[str, float] = {}
+        self._vm = self._vcpu = -1
+        self.address = self._run = 0
+        clock = time.perf_counter
+        t0 = clock()
+        try:
+            self._vm = api.ioctl(kvm.fd, api.CREATE_VM, 0)
+            api.ioctl(self._vm, api.SET_TSS_ADDR, _TSS_ADDRESS)
+            t1 = clock()
+            self.address = api.mmap(size, api.PROT_READ | api.PROT_WRITE,
+                                    (api.MAP_SHARED if shared else api.MAP_PRIVATE)
+                                    | api.MAP_NORESERVE, memfd)
+            api.ioctl(self._vm, api.SET_USER_MEMORY_REGION, api.MemoryRegion(
+                slot=0, flags=0, guest_phys_addr=0, memory_size=size,
+                userspace_addr=self.address))
+            t2 = clock()
+            self._vcpu = api.ioctl(self._vm, api.CREATE_VCPU, 0)
+            self._run = api.mmap(kvm.run_size, api.PROT_READ | api.PROT_WRITE, api.MAP_SHARED,
+                                 self._vcpu)
+            api.ioctl(self._vcpu, api.SET_CPUID2, kvm.cpuid)
+            t3 = clock()
+        except OSError:
+            self.destroy()
+            raise
+        self.timings = {"vm": t1 - t0, "memory": t2 - t1, "vcpu": t3 - t2}
+        self._run_view = memoryview((ctypes.c_char * kvm.run_size).from_address(self._run)).cast(
+            "B")
+        self.memory = memoryview((ctypes.c_char * size).from_address(self.address)).cast("B")
+
+    # --- CPU state --------------------------------------------------------------------------
+
+    def boot_state(self) -> CpuState:
+        """64-bit long mode in user mode (CPL 3), flat segments, paging from the tables at
+        PML4, at the image's entry."""
+        sregs = api.Sregs()
+        api.ioctl(self._vcpu, api.GET_SREGS, sregs)
+        code = api.Segment(base=0, limit=0xFFFFFFFF, selector=CODE_SELECTOR, type=11, present=1,
+                           dpl=3, db=0, s=1, l=1, g=1)
+        data = api.Segment(base=0, limit=0xFFFFFFFF, selector=DATA_SELECTOR, type=3, present=1,
+                           dpl=3, db=1, s=1, l=0, g=1)
+        sregs.cs = code
+        sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data
+        sregs.tr = api.Segment(base=0, limit=0x67, selector=0, type=11, present=1, s=0)
+        sregs.gdt.base, sregs.gdt.limit = GDT, 3 * 8 - 1
+        sregs.idt.base, sregs.idt.limit = 0, 0  # no handlers: any exception ends the VM
+        sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = _CR0, PML4, _CR4, _EFER
+        regs = api.Regs(rip=IMAGE, rsp=STACK_TOP - 8, rflags=2)
+        fpu = api.Fpu(fcw=0x37F, mxcsr=0x1F80)
+        return CpuState(regs, sregs, fpu)
+
+    def load_state(self, state: CpuState, *, sregs: bool = True) -> None:
+        if sregs:
+            api.ioctl(self._vcpu, api.SET_SREGS, state.sregs)
+        api.ioctl(self._vcpu, api.SET_REGS, state.regs)
+        api.ioctl(self._vcpu, api.SET_FPU, state.fpu)
+        self.state = MachineState.READY
+
+    def save_state(self) -> CpuState:
+        """The vCPU's state, with the exit it stopped at completed (see `complete_exit`)."""
+        self.complete_exit()
+        state = CpuState(api.Regs(), api.Sregs(), api.Fpu())
+        api.ioctl(self._vcpu, api.GET_REGS, state.regs)
+        api.ioctl(self._vcpu, api.GET_SREGS, state.sregs)
+        api.ioctl(self._vcpu, api.GET_FPU, state.fpu)
+        return state
+
+    def complete_exit(self) -> None:
+        """Finish the instruction the vCPU exited on (KVM completes an `out` on the next
+        KVM_RUN) without running anything else: KVM's documented way to make the state it
+        reports consistent."""
+        self._run_view[api.RUN_IMMEDIATE_EXIT] = 1
+        try:
+            api.ioctl(self._vcpu, api.RUN)
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+        finally:
+            self._run_view[api.RUN_IMMEDIATE_EXIT] = 0
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self) -> tuple[int, int]:
+        """Run until the guest writes a 32-bit value to its exit window: (exit kind, value).
+        Raise VcpuTimeout past `deadline`, VmCrash on any other exit; both break the machine."""
+        if self.state is not MachineState.READY:
+            raise VmCrash(f"the machine is {self.state.value}")
+        run = self._run_view
+        while True:
+            if api.ioctl_nocheck(self._vcpu, api.RUN) < 0:
+                code = ctypes.get_errno()
+                if code == errno.EINTR:  # a kick from the watchdog, or another signal
+                    if time.monotonic() >= self.deadline:
+                        self.state = MachineState.BROKEN
+                        raise VcpuTimeout
+                    continue
+                self.state = MachineState.BROKEN
+                raise VmCrash(f"KVM_RUN failed: {os.strerror(code)}")
+            reason = _EXIT_REASON.unpack_from(run, api.RUN_EXIT_REASON)[0]
+            if reason == api.EXIT_MMIO:
+                address, value, length, is_write = _MMIO_EXIT.unpack_from(run, api.RUN_EXIT_DATA)
+                offset = address - EXIT_WINDOW
+                if is_write and length == 4 and 0 <= offset < 8 * EXIT_KINDS and not offset % 8:
+                    return offset >> 3, value
+            self.state = MachineState.BROKEN
+            raise VmCrash(self._describe(reason))
+
+    def _describe(self, reason: int) -> str:
+        what = api.EXIT_NAMES.get(reason, f"exit reason {reason}")
+        if reason == api.EXIT_MMIO:
+            address, _, length, is_write = _MMIO_EXIT.unpack_from(self._run_view,
+                                                                 api.RUN_EXIT_DATA)
+            access = "write to" if is_write else "read from"
+            return f"{what}: a {length}-byte {access} {address:#x}, outside its memory"
+        if reason == api.EXIT_IO:
+            direction, size, port = _IO_EXIT.unpack_from(self._run_view, api.RUN_EXIT_DATA)
+            return f"{what}: {'out' if direction == api.IO_OUT else 'in'} of {size} bytes on " \
+                   f"port {port:#x}"
+        if reason in (api.EXIT_FAIL_ENTRY, api.EXIT_INTERNAL_ERROR):
+            detail = struct.unpack_from("<Q", self._run_view, api.RUN_EXIT_DATA)[0]
+            return f"{what} ({detail:#x})"
+        return what
+
+    # --- reuse and teardown -----------------------------------------------------------------
+
+    def reset(self, state: CpuState) -> None:
+        """Back to the snapshot: its memory mapped again over the old (dropping every page the
+        last guest wrote), its registers and FPU state loaded. The segment registers and
+        control registers are not reloaded: neither the runtime nor wasm2c's code can change
+        them, and a machine that faulted is destroyed, never reset."""
+        if self.state is not MachineState.READY:
+            raise VmCrash(f"cannot reset a {self.state.value} machine")
+        self.complete_exit()
+        api.mmap(self.size, api.PROT_READ | api.PROT_WRITE,
+                 api.MAP_PRIVATE | api.MAP_FIXED | api.MAP_NORESERVE, self._memfd, self.address)
+        self.load_state(state, sregs=False)
+
+    def destroy(self) -> None:
+        if self.state is MachineState.DESTROYED:
+            return
+        self.state = MachineState.DESTROYED
+        self.memory = self._run_view = None  # type: ignore[assignment]
+        if self._run:
+            api.munmap(self._run, self._kvm.run_size)
+        if self._vcpu >= 0:
+            os.close(self._vcpu)
+        if self._vm >= 0:
+            os.close(self._vm)  # the kernel frees the VM once its last fd is gone
+        if self.address:
+            api.munmap(self.address, self.size)

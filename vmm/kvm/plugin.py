@@ -1,0 +1,97 @@
+"""A core-module plugin on the KVM tier: its snapshot, its host calls by port, and the machines
+it has made.
+
+A new sandbox takes an idle machine (one a finished sandbox left, reset to the snapshot) or
+makes one; either way its memory is the snapshot's and nothing an earlier stream wrote. A
+machine whose sandbox failed is destroyed, never reused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vmm.capabilities import HostEnv
+from vmm.core_module import CoreModule
+from vmm.errors import PluginLoadError, SandboxFault, VmFault
+from vmm.host_abi import CoreHostCall, granted_host_calls
+from vmm.kvm.glue import HOST_FUNCTION_EXITS, HOST_FUNCTIONS, GuestFunctions
+from vmm.kvm.layout import EXIT_HOST_CALL
+from vmm.kvm.machine import Kvm, Machine, VmCrash
+from vmm.kvm.sandbox import KvmSandbox
+from vmm.kvm.snapshot import take_snapshot
+from vmm.kvm.watchdog import Watchdog
+from vmm.manifest import Manifest
+from vmm.sandbox import LoadedPlugin
+from vmm.world import Export
+
+log = logging.getLogger(__name__)
+IDLE_MACHINES = 64  # per plugin: enough to absorb a burst of closing streams
+
+
+class KvmPlugin(LoadedPlugin):
+    tier = "kvm"
+    kind = "core module"
+
+    def __init__(self, manifest: Manifest, core: CoreModule, image: bytes, env: HostEnv,
+                 kvm: Kvm, watchdog: Watchdog) -> None:
+        super().__init__(manifest)
+        self.kvm = kvm
+        self.watchdog = watchdog
+        functions = GuestFunctions.of(core)
+        self.calls: dict[type, tuple[int, Export, int | None]] = {
+            event_type: (functions.number(handler.export.core_name), handler.export,
+                         functions.number(handler.export.post_return_name)
+                         if handler.has_post_return else None)
+            for event_type, handler in core.handlers.items()}
+        # Only what the manifest grants has an exit; any other exit stops the guest.
+        self.host_calls: dict[int, tuple[CoreHostCall, int]] = {
+            HOST_FUNCTION_EXITS[key]: (bound.call, len(bound.function.signature.core_import()[0]))
+            for key, bound in granted_host_calls(manifest, env).items()}
+        self.has_input_area = core.has_input_area
+        self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
+                                      manifest.limits.memory_bytes)
+        self._idle: list[Machine] = []
+        self.machines_made = 0
+        try:
+            self.new_sandbox().close()
+        except SandboxFault as fault:
+            self.close()
+            raise PluginLoadError(self.name, f"cannot be instantiated: {fault.detail}") from None
+
+    def describe_exit(self, kind: int) -> str:
+        number = kind - EXIT_HOST_CALL
+        if 0 <= number < len(HOST_FUNCTIONS):
+            interface, name = HOST_FUNCTIONS[number]
+            return f"it asked for {interface}#{name}, which its manifest does not grant"
+        return f"it made exit {kind:#x}, which is no host function"
+
+    def new_sandbox(self) -> KvmSandbox:
+        if self._idle:
+            machine = self._idle.pop()
+        else:
+            try:
+                machine = Machine(self.kvm, self.snapshot.memfd, self.snapshot.size)
+                machine.load_state(self.snapshot.cpu)
+            except OSError as exc:
+                raise VmFault(self.name, f"cannot make a VM: {exc}") from None
+            self.machines_made += 1
+        return KvmSandbox(self, machine)
+
+    def release(self, machine: Machine, *, clean: bool) -> None:
+        """Take back a finished sandbox's machine: reset for the next sandbox when its guest
+        ended cleanly and there is room, destroyed otherwise."""
+        if clean and len(self._idle) < IDLE_MACHINES:
+            try:
+                machine.reset(self.snapshot.cpu)
+                self._idle.append(machine)
+                return
+            except (OSError, VmCrash) as exc:
+                log.warning("could not reset a VM of %s (%s); destroying it", self.name, exc)
+        machine.destroy()
+
+    def close(self) -> None:
+        for machine in self._idle:
+            machine.destroy()
+        self._idle.clear()
+        self.snapshot.close()
+
