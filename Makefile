@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench plugins lint clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+.PHONY: demo test bench plugins toolchain lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +14,16 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[plugins,dev,bench]"
 	touch $@
 
+# The kvm tier's toolchain, from Debian: wasm2c (wabt) and gcc. Without it that tier is
+# skipped, saying why; everything else works.
+toolchain:
+	@command -v wasm2c >/dev/null && command -v gcc >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wabt gcc ) || \
+	  echo "note: could not install wabt and gcc; the kvm tier will be skipped"
+
 # Every plugin is built from source: the examples and the ones the tests use.
-plugins: $(INSTALLED)
+plugins: $(INSTALLED) toolchain
 	$(BIN)/hyperfilter plugin build plugins/examples/*/ tests/plugins/*/
 
 demo: plugins

@@ -18,7 +18,7 @@ import wasmtime
 
 from sidecar.envoy import Envoy, TcpListener, Upstream, render_bootstrap
 from sidecar.upstreams import EchoServer
-from tests.conftest import plugin_dir
+from tests.conftest import plugin_dir, skip_unless_tier_runs
 from tests.integration.harness import LoopThread, tcp_exchange
 
 pytestmark = pytest.mark.integration
@@ -104,9 +104,21 @@ def test_a_configuration_that_is_not_toml_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2 and "is not valid TOML" in result.stderr
 
 
-def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
+def test_a_component_on_the_kvm_tier_is_refused(tmp_path: Path) -> None:
+    skip_unless_tier_runs("kvm")
+    config = write_config(tmp_path, f'auth = {{ path = "{plugin_dir("http-auth")}", '
+                                    f'tier = "kvm" }}')
+    result = serve(config)
+    assert result.returncode == 2, result.stderr
+    assert 'is a component; the kvm tier runs core modules only (run it on the wasmtime ' \
+           'tier: tier = "wasmtime")' in result.stderr
+
+
+def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path, tier: str) -> None:
+    """The counter runs on each tier in turn, in the real `hyperfilter serve` process."""
     config = write_config(tmp_path, f'blocker = "{plugin_dir("tcp-blocker")}"\n'
-                                    f'counter = "{plugin_dir("counter")}"',
+                                    f'counter = {{ path = "{plugin_dir("counter")}", '
+                                    f'tier = "{tier}" }}',
                           extra='metrics = "127.0.0.1:0"')
     process = subprocess.Popen([HYPERFILTER, "serve", "--config", str(config), "--listen",
                                 "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
@@ -127,6 +139,7 @@ def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path) -> None:
         assert metrics, text
         assert "plugin blocker 0.1.0: core module on wasmtime; events tcp.data; grants config, " \
                "log(rate=10), metrics(counters=blocked, gauges=); fail-closed" in text
+        assert f"plugin counter 0.1.0: core module on {tier};" in text
         loop = LoopThread()
         echo = EchoServer()
         echo_port = loop.run(echo.start)

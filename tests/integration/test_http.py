@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.upstreams import CARD
+from tests.conftest import TIERS, skip_unless_tier_runs
 from tests.integration.harness import Stack, StackSpec, chunked_request, http_request
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ def body_mode(mode: str) -> dict[str, str]:
 
 SPEC = StackSpec(
     plugins={
-        "http-auth": "http-auth",
+        "http-auth": {"path": "http-auth", "tier": "wasmtime"},
         "body-redactor": "body-redactor",
         "counter": "counter",
         "rewrite": "rewrite",
@@ -44,9 +45,12 @@ SPEC = StackSpec(
 )
 
 
-@pytest.fixture(scope="module")
-def stack(compile_cache: Path) -> Iterator[Stack]:
-    with Stack(SPEC, compile_cache) as running:
+@pytest.fixture(scope="module", params=TIERS)
+def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
+    """The whole suite once per tier; the Python components stay on wasmtime (the kvm tier
+    runs core modules), so on kvm a chain mixes both tiers."""
+    skip_unless_tier_runs(request.param)
+    with Stack(SPEC, compile_cache, request.param) as running:
         yield running
 
 

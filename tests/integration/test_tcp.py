@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TIERS, skip_unless_tier_runs
 from tests.integration.harness import Stack, StackSpec, tcp_exchange
 
 pytestmark = pytest.mark.integration
@@ -16,7 +17,7 @@ SPEC = StackSpec(
     plugins={
         "pass-through": "pass-through",
         "tcp-blocker": "tcp-blocker",
-        "tcp-redactor": "tcp-redactor",
+        "tcp-redactor": {"path": "tcp-redactor", "tier": "wasmtime"},
         "counter": "counter",
         "faulty-open": {"path": "faulty", "failure-policy": "fail-open"},
         "faulty-closed": {"path": "faulty", "failure-policy": "fail-closed"},
@@ -30,9 +31,12 @@ SPEC = StackSpec(
 )
 
 
-@pytest.fixture(scope="module")
-def stack(compile_cache: Path) -> Iterator[Stack]:
-    with Stack(SPEC, compile_cache) as running:
+@pytest.fixture(scope="module", params=TIERS)
+def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
+    """The whole suite once per tier; the Python components stay on wasmtime (the kvm tier
+    runs core modules), so on kvm a chain mixes both tiers."""
+    skip_unless_tier_runs(request.param)
+    with Stack(SPEC, compile_cache, request.param) as running:
         yield running
 
 

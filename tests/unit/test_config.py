@@ -30,6 +30,8 @@ blocker = "plugins/blocker"
 [plugins.auth]
 path = "/opt/auth"
 failure-policy = "fail-closed"
+tier = "kvm"
+fallback-tier = "wasmtime"
 config = { keys = "a:b", strict = true }
 
 [chains]
@@ -41,8 +43,9 @@ guard = ["blocker", "auth"]
     assert config.cache_dir == tmp_path / "cache"
     assert config.plugins["blocker"].path == tmp_path / "plugins" / "blocker"
     auth = config.plugins["auth"]
-    assert (auth.path, auth.tier, auth.failure_policy) == (Path("/opt/auth"), "wasmtime",
-                                                          FailurePolicy.FAIL_CLOSED)
+    assert (auth.path, auth.tier, auth.fallback_tier, auth.failure_policy) == (
+        Path("/opt/auth"), "kvm", "wasmtime", FailurePolicy.FAIL_CLOSED)
+    assert config.plugins["blocker"].fallback_tier is None
     assert auth.config == {"keys": "a:b", "strict": "true"}
     assert config.chains == {"guard": ("blocker", "auth")}
 
@@ -54,6 +57,7 @@ guard = ["blocker", "auth"]
     ('default-chain = "zz"\n[plugins]\na = "a"\n', "default-chain: unknown chain or plugin"),
     ('[plugins.a]\npath = "a"\ntier = "qemu"\n', "plugins.a.tier: 'qemu' is not one of"),
     ('[plugins.a]\npath = "a"\nweight = 3\n', "plugins.a.weight: unknown field"),
+    ('[plugins.a]\npath = "a"\nfallback-tier = "wasmtime"\n', "fallback-tier: the same as tier"),
     ('lisen = "x"\n[plugins]\na = "a"\n', "lisen: unknown field"),
 ])
 def test_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:

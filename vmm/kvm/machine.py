@@ -209,7 +209,7 @@ class Machine:
             address, _, length, is_write = _MMIO_EXIT.unpack_from(self._run_view,
                                                                  api.RUN_EXIT_DATA)
             access = "write to" if is_write else "read from"
-            return f"{what}: a {length}-byte {access} {address:#x}, outside its memory"
+            return f"{what}: a {length}-byte {access} {address:#x}, neither its memory nor an exit"
         if reason == api.EXIT_IO:
             direction, size, port = _IO_EXIT.unpack_from(self._run_view, api.RUN_EXIT_DATA)
             return f"{what}: {'out' if direction == api.IO_OUT else 'in'} of {size} bytes on " \

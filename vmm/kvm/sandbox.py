@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 # command, function, post-return (its number + 1, or 0), its argument, n arguments
 _CALLS = [struct.Struct(f"<4Q{n}Q") for n in range(17)]
-_RESUME = struct.Struct("<QQ")  # command, result
 _U64 = struct.Struct("<Q")
 _U64S = [struct.Struct(f"<{n}Q") for n in range(17)]
 _U64_MASK = 2**64 - 1
@@ -136,7 +135,8 @@ class KvmSandbox(Sandbox):
             except Exception as exc:
                 machine.state = MachineState.BROKEN
                 raise HostCallFailed(exc) from exc
-            _RESUME.pack_into(mailbox, MAILBOX + COMMAND, RESUME, (result or 0) & _U64_MASK)
+            _U64.pack_into(mailbox, MAILBOX + RESULT, (result or 0) & _U64_MASK)
+            _U64.pack_into(mailbox, MAILBOX + COMMAND, RESUME)
 
     def _realloc(self, align: int, size: int) -> int:
         return self._call(_REALLOC, (0, 0, align, size))

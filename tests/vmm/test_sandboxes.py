@@ -1,0 +1,249 @@
+"""Every isolation tier with real plugins: verdicts, one fresh memory per sandbox, typed faults,
+capabilities, plugins refused at load with a clear reason, and the canonical ABI agreeing with
+wasmtime's component model. Each test runs on each tier this machine can run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, plugin_dir
+from vmm.errors import (
+    CpuLimitExceeded,
+    InvalidVerdict,
+    MemoryLimitExceeded,
+    NotWasmError,
+    PluginLoadError,
+    PluginTrap,
+    SandboxPoisoned,
+    UngrantedImportError,
+    WorldMismatchError,
+)
+from vmm.events import (
+    FORWARD,
+    Close,
+    Direction,
+    Forward,
+    HttpBody,
+    HttpForward,
+    HttpHeaders,
+    HttpOpen,
+    HttpTrailers,
+    Replace,
+    Reset,
+    Respond,
+    StreamInfo,
+    TcpClose,
+    TcpData,
+    TcpOpen,
+)
+
+IN, OUT = Direction.INBOUND, Direction.OUTBOUND
+
+
+def data(text: bytes, direction: Direction = IN) -> TcpData:
+    return TcpData(direction, text, False)
+
+
+def test_blocker_sees_a_pattern_split_across_segments(load: Loader) -> None:
+    sandbox = load("tcp-blocker").new_sandbox()
+    assert sandbox.deliver(data(b"SELECT 1; DROP")) == FORWARD
+    assert sandbox.deliver(data(b"hello", OUT)) == FORWARD  # the other direction's own tail
+    assert sandbox.deliver(data(b" TABLE users")) == Close()
+
+
+def test_every_sandbox_starts_with_fresh_memory(load: Loader) -> None:
+    plugin = load("counter")
+    first, second = plugin.new_sandbox(), plugin.new_sandbox()
+    assert [first.deliver(data(b"x")) for _ in range(3)] == [
+        Replace(b"1:x"), Replace(b"2:x"), Replace(b"3:x")]
+    assert second.deliver(data(b"y")) == Replace(b"1:y")
+    first.close()
+    assert plugin.new_sandbox().deliver(data(b"z")) == Replace(b"1:z")
+
+
+@pytest.mark.parametrize(("trigger", "fault", "detail"), [
+    (b"trap", PluginTrap, "unreachable"),
+    (b"loop", CpuLimitExceeded, "more than 20 ms"),
+    (b"hog", MemoryLimitExceeded, "of its 4 MiB"),
+    (b"oob", PluginTrap, "out of bounds memory access"),
+    (b"badptr", InvalidVerdict, "outside linear memory"),
+])
+def test_faults_are_typed_and_poison_only_their_sandbox(load: Loader, trigger: bytes,
+                                                        fault: type, detail: str) -> None:
+    plugin = load("faulty")
+    victim, neighbour = plugin.new_sandbox(), plugin.new_sandbox()
+    with pytest.raises(fault, match=detail):
+        victim.deliver(data(trigger))
+    with pytest.raises(SandboxPoisoned):
+        victim.deliver(data(b"fine"))
+    assert neighbour.deliver(data(b"fine")) == FORWARD
+
+
+def test_settling_after_close_is_harmless(load: Loader) -> None:
+    """The post-return a verdict defers (Sandbox.settle) may be scheduled for after the stream
+    has closed its sandbox; it must then do nothing, not touch freed memory."""
+    sandbox = load("counter").new_sandbox()
+    assert isinstance(sandbox.deliver(data(b"hunter")), Replace)
+    sandbox.close()
+    sandbox.settle()
+    assert sandbox.fault is None
+
+
+def test_capabilities_reach_the_host(load: Loader, metrics: RecordingMetrics,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    plugin = load("caps", config={"colour": "green"})
+    one, two = plugin.new_sandbox(), plugin.new_sandbox()
+    assert one.deliver(data(b"config colour")) == Replace(b"green")
+    assert one.deliver(data(b"config missing")) == Replace(b"none")
+    assert one.deliver(data(b"clock")) == Replace(b"ok")
+    random = one.deliver(data(b"random 16"))
+    assert isinstance(random, Replace) and len(random.data) == 32
+    assert random != one.deliver(data(b"random 16"))
+    # shared state is one store per plugin, across its sandboxes
+    assert one.deliver(data(b"count visits")) == Replace(b"1")
+    assert two.deliver(data(b"count visits")) == Replace(b"2")
+    assert two.deliver(data(b"set colour red")) == Replace(b"ok")
+    assert one.deliver(data(b"get colour")) == Replace(b"red")
+    assert one.deliver(data(b"set a " + b"x" * 60)) == Replace(b"quota")  # 64-byte quota
+    assert one.deliver(data(b"del colour")) == Replace(b"ok")
+    assert one.deliver(data(b"get colour")) == Replace(b"none")
+    assert one.deliver(data(b"metric")) == Replace(b"ok")
+    assert metrics.counters == {("caps", "hits"): 1} and metrics.gauges == {("caps", "level"): -7}
+    with caplog.at_level(logging.INFO, logger="hyperfilter.plugin.caps"):
+        assert one.deliver(data(b"log")) == Replace(b"ok")
+    assert caplog.records[-1].getMessage() == "caps plugin says hello\\nforged line"
+    with pytest.raises(PluginTrap, match="counter 'undeclared' is not declared"):
+        two.deliver(data(b"badmetric"))
+
+
+def copy_plugin(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    shutil.copytree(plugin_dir(name), target)
+    return target
+
+
+def test_refused_at_load(tmp_path: Path, load: Loader) -> None:
+    missing = copy_plugin("pass-through", tmp_path)
+    (missing / "pass-through.wasm").unlink()
+    with pytest.raises(PluginLoadError, match=r"no wasm file at .*pass-through\.wasm"):
+        load(missing)
+
+    garbage = copy_plugin("counter", tmp_path)
+    (garbage / "counter.wasm").write_bytes(b"#!/bin/sh\necho not wasm\n")
+    with pytest.raises(NotWasmError, match="is not WebAssembly"):
+        load(garbage)
+
+    broken = copy_plugin("tcp-blocker", tmp_path)
+    (broken / "tcp-blocker.wasm").write_bytes(b"\0asm\x01\0\0\0\x99garbage")
+    with pytest.raises(NotWasmError, match="cannot be read: unexpected end"):
+        load(broken)
+
+    ungranted = re.escape("imports hyperfilter:plugin/log@0.1.0 but")
+    with pytest.raises(UngrantedImportError, match=ungranted):
+        load(TEST_PLUGINS / "ungranted")
+
+
+@pytest.mark.parametrize(("wat", "message"), [
+    ('(module (memory (export "memory") 1))', "does not export cabi_realloc"),
+    ('(module (memory (export "memory") 1) (func (export "cabi_realloc") (param i32 i32 i32 i32)'
+     ' (result i32) i32.const 0))', "does not export hyperfilter:plugin/tcp-filter@0.1.0#on-data"),
+    ('(module (memory (export "memory") 1) (func (export "cabi_realloc") (param i32 i32 i32 i32)'
+     ' (result i32) i32.const 0) (func (export "hyperfilter:plugin/tcp-filter@0.1.0#on-data")'
+     ' (param i32) (result i32) i32.const 0))', "exports hyperfilter.*on-data with the wrong type"),
+    ('(module (import "env" "system" (func)) (memory (export "memory") 1))',
+     "imports env#system, which is not a hyperfilter capability"),
+    ('(module (import "hyperfilter:plugin/log@0.1.0" "log" (func (param i32)))'
+     ' (memory (export "memory") 1))', "imports hyperfilter:plugin/log@0.1.0#log with the wrong"),
+    ('(module (memory (export "memory") 1) (func (export "cabi_realloc") (param i32 i32 i32 i32)'
+     ' (result i32) i32.const 0) (func (export "hyperfilter_input")))',
+     "exports hyperfilter_input, but not as an i32 global"),
+])
+def test_modules_not_implementing_the_world(tmp_path: Path, load: Loader, wat: str,
+                                            message: str) -> None:
+    (tmp_path / "manifest.toml").write_text(
+        'name = "odd"\nversion = "0"\nevents = ["tcp.data"]\n[grants.log]\n')
+    (tmp_path / "odd.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    with pytest.raises(WorldMismatchError, match=message):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize(("wat", "fault"), [
+    ('(global (export "hyperfilter_input") i32 (i32.const 16))'
+     ' (data (i32.const 16) "\\00\\00\\10\\00\\00\\00\\ff\\ff")',  # 1 MiB area at 0xffff0000
+     "its input area is unusable"),
+    ('(global (export "hyperfilter_input") i32 (i32.const 70000))', "its input area is unusable"),
+])
+def test_an_input_area_outside_memory_is_refused(tmp_path: Path, load: Loader, wat: str,
+                                                 fault: str) -> None:
+    (tmp_path / "manifest.toml").write_text('name = "odd"\nversion = "0"\nevents = ["tcp.data"]\n')
+    module = ('(module (memory (export "memory") 1) (func (export "cabi_realloc")'
+              ' (param i32 i32 i32 i32) (result i32) i32.const 0) (func (export'
+              ' "hyperfilter:plugin/tcp-filter@0.1.0#on-data") (param i32 i32 i32 i32)'
+              f' (result i32) i32.const 0) {wat})')
+    (tmp_path / "odd.wasm").write_bytes(wasmtime.wat2wasm(module))
+    with pytest.raises(PluginLoadError, match=fault):
+        load(tmp_path)
+
+
+PROBE_EVENTS = [
+    TcpOpen(StreamInfo("10.0.0.1:5000", "10.0.0.2:80", (("x-hyperfilter-chain", "c"),
+                                                        ("x-tenant", "ünïcode")))),
+    TcpOpen(StreamInfo()),
+    TcpData(IN, b"pass", False), TcpData(IN, b"close", False), TcpData(OUT, b"reset", True),
+    TcpData(IN, b"", True), TcpData(OUT, bytes(range(256)), False),
+    TcpClose(),
+    HttpOpen(StreamInfo("[::1]:1", "[::1]:2", ())),
+    HttpHeaders(IN, ((":path", b"/a"), ("x-drop-me", b"1"), ("accept", b"*/*"),
+                     ("x-bin", b"\tvalue \x80\xff")), True),
+    HttpHeaders(OUT, (), False),
+    HttpBody(IN, b"make me loud", False), HttpBody(OUT, b"", True),
+    HttpBody(OUT, b"respond I am a teapot", True),
+    HttpTrailers(IN, (("grpc-status", b"0"), ("x-sum", b"1"))), HttpTrailers(OUT, ()),
+]
+
+
+def without_input_area(tmp_path: Path) -> Path:
+    """The probe built again without exporting its input area: the strict canonical ABI,
+    every argument through cabi_realloc."""
+    plain = copy_plugin("abi-probe", tmp_path / "plain")
+    sdk = Path(__file__).resolve().parents[2] / "plugins" / "sdk" / "c"
+    subprocess.run([sys.executable, "-m", "ziglang", "cc", "--target=wasm32-freestanding", "-O2",
+                    "-nostdlib", "-ffreestanding", "-mbulk-memory", "-Wl,--no-entry", f"-I{sdk}",
+                    plain / "probe.c", sdk / "hyperfilter.c", "-o", plain / "abi-probe.wasm"],
+                   check=True)
+    return plain
+
+
+def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader,
+                                                  load_wasmtime: Loader) -> None:
+    """The same C module run three ways: as a core module through the host's canonical ABI
+    (on each tier), with its input area and without, and wrapped as a component by wasm-tools,
+    where wasmtime does the lifting and lowering."""
+    core = load("abi-probe")
+    plain = load(without_input_area(tmp_path))
+    probe = copy_plugin("abi-probe", tmp_path)
+    wasm_tools = Path(sys.executable).parent / "wasm-tools"
+    wit = Path(__file__).resolve().parents[2] / "plugins" / "wit"
+    subprocess.run([wasm_tools, "component", "embed", wit, "--world", "filter",
+                    probe / "abi-probe.wasm", "-o", tmp_path / "embedded.wasm"], check=True)
+    subprocess.run([wasm_tools, "component", "new", tmp_path / "embedded.wasm",
+                    "-o", probe / "abi-probe.wasm"], check=True)
+    component = load_wasmtime(probe)
+    assert (core.kind, component.kind) == ("core module", "component")
+    sandboxes = [core.new_sandbox(), plain.new_sandbox(), component.new_sandbox()]
+    verdicts = [[sandbox.deliver(e) for sandbox in sandboxes] for e in PROBE_EVENTS]
+    for event, (from_core, from_plain, from_component) in zip(PROBE_EVENTS, verdicts,
+                                                                strict=True):
+        assert from_core == from_plain == from_component, event
+    assert {type(v) for v, *_ in verdicts} == {Forward, Replace, Close, Reset, HttpForward,
+                                              Respond, type(None)}  # every case was exercised
+    assert verdicts[0][0] == Replace("10.0.0.1:5000|10.0.0.2:80|x-hyperfilter-chain=c;"
+                                     "x-tenant=ünïcode;".encode())
