@@ -54,6 +54,20 @@ def test_a_reused_vm_starts_from_the_snapshot(load_kvm: Loader) -> None:
     assert again.deliver(data(b"y")) == Replace(b"1:y")
 
 
+def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: Loader) -> None:
+    """Pages the plugin's streams write are learned, and copied from the snapshot into each
+    new or reset VM ahead of its first event: still the snapshot's content."""
+    plugin = load_kvm("counter")
+    for _ in range(3):
+        sandbox = plugin.new_sandbox()
+        sandbox.deliver(data(b"x"))
+        sandbox.close()
+    assert plugin.working_set.pages
+    fresh: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
+    assert plugin.working_set.pages <= fresh.machine.written_pages()
+    assert fresh.deliver(data(b"y")) == Replace(b"1:y")
+
+
 def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(
         load_kvm: Loader, kvm_backend: KvmBackend, metrics: RecordingMetrics) -> None:
     """A compromised guest (here: the caps plugin's image, run under a manifest that grants
@@ -97,7 +111,7 @@ def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: Loader, code: bytes,
     plugin = load_kvm("counter")
     victim: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
     neighbour = plugin.new_sandbox()
-    memory = victim._machine.memory  # type: ignore[union-attr]
+    memory = victim.machine.memory  # type: ignore[union-attr]
     memory[IMAGE:IMAGE + 0x10000] = (code * 0x10000)[:0x10000]
     with pytest.raises(VmFault, match=detail):
         victim.deliver(data(b"x"))
@@ -109,7 +123,7 @@ def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: Loader, code: bytes,
 def test_the_memory_limit_is_the_guests(load_kvm: Loader) -> None:
     plugin = load_kvm("faulty")
     sandbox: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
-    limit = int.from_bytes(sandbox._machine.memory[MAILBOX + MEMORY_LIMIT:][:8], "little")  # type: ignore[union-attr]
+    limit = int.from_bytes(sandbox.machine.memory[MAILBOX + MEMORY_LIMIT:][:8], "little")  # type: ignore[union-attr]
     assert limit == plugin.manifest.limits.memory_bytes == 4 << 20
     assert sandbox.deliver(data(b"fine")) == FORWARD
 

@@ -17,6 +17,9 @@ _mmap.restype = c_void_p
 _munmap = _libc.munmap
 _munmap.argtypes = [c_void_p, c_size_t]
 _munmap.restype = c_int
+_madvise = _libc.madvise
+_madvise.argtypes = [c_void_p, c_size_t, c_int]
+_madvise.restype = c_int
 
 KVMIO = 0xAE
 
@@ -118,6 +121,7 @@ EXIT_NAMES = {0: "unknown", 1: "exception", 2: "port I/O", 3: "hypercall", 4: "d
 IO_OUT = 1
 
 PROT_READ, PROT_WRITE = 1, 2
+MADV_POPULATE_WRITE = 23  # Linux 5.14
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x1, 0x2, 0x10, 0x20, 0x4000
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -143,6 +147,12 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, address: int = 0) -> 
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
     return result
+
+
+def madvise(address: int, length: int, advice: int) -> None:
+    if _madvise(address, length, advice) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
 
 
 def munmap(address: int, length: int) -> None:

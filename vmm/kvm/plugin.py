@@ -20,6 +20,7 @@ from vmm.kvm.machine import Kvm, Machine, VmCrash
 from vmm.kvm.sandbox import KvmSandbox
 from vmm.kvm.snapshot import take_snapshot
 from vmm.kvm.watchdog import Watchdog
+from vmm.kvm.working_set import WorkingSet
 from vmm.manifest import Manifest
 from vmm.sandbox import LoadedPlugin
 from vmm.world import Export
@@ -50,6 +51,7 @@ class KvmPlugin(LoadedPlugin):
         self.has_input_area = core.has_input_area
         self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
                                       manifest.limits.memory_bytes)
+        self.working_set = WorkingSet()
         self._idle: list[Machine] = []
         self.machines_made = 0
         try:
@@ -72,6 +74,7 @@ class KvmPlugin(LoadedPlugin):
             try:
                 machine = Machine(self.kvm, self.snapshot.memfd, self.snapshot.size)
                 machine.load_state(self.snapshot.cpu)
+                self.working_set.prefault(machine)
             except OSError as exc:
                 raise VmFault(self.name, f"cannot make a VM: {exc}") from None
             self.machines_made += 1
@@ -82,7 +85,9 @@ class KvmPlugin(LoadedPlugin):
         ended cleanly and there is room, destroyed otherwise."""
         if clean and len(self._idle) < IDLE_MACHINES:
             try:
+                self.working_set.learn_from(machine)
                 machine.reset(self.snapshot.cpu)
+                self.working_set.prefault(machine)
                 self._idle.append(machine)
                 return
             except (OSError, VmCrash) as exc:

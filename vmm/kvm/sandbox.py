@@ -68,7 +68,7 @@ class KvmSandbox(Sandbox):
     def __init__(self, plugin: KvmPlugin, machine: Machine) -> None:
         super().__init__(plugin.name)
         self._plugin = plugin
-        self._machine: Machine | None = machine
+        self.machine: Machine | None = machine
         self._mailbox = machine.memory
         self._cpu_seconds = plugin.manifest.limits.cpu_ms / 1000
         self._memory = GuestMemory(machine, plugin.snapshot.memory_limit, self._realloc)
@@ -82,7 +82,7 @@ class KvmSandbox(Sandbox):
                 raise PluginTrap(self.plugin, f"its input area is unusable: {exc}") from None
 
     def _run(self, event: Event) -> Verdict | None:
-        machine = self._machine
+        machine = self.machine
         if machine is None:
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         number, export, post_return = self._plugin.calls[type(event)]
@@ -110,7 +110,7 @@ class KvmSandbox(Sandbox):
         """Nothing: the post-return runs at the start of the next call, in the same exit."""
 
     def _call(self, number: int, args: Sequence[int]) -> int:
-        machine = self._machine
+        machine = self.machine
         assert machine is not None
         mailbox = self._mailbox
         # The world's export parameters are all unsigned: they pack as they are.
@@ -159,6 +159,6 @@ class KvmSandbox(Sandbox):
                         host_cause=cause)
 
     def close(self) -> None:
-        if self._machine is not None:
-            machine, self._machine = self._machine, None
+        if self.machine is not None:
+            machine, self.machine = self.machine, None
             self._plugin.release(machine, clean=self.fault is None)
