@@ -12,7 +12,6 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import Progress
 
+from bench import tiers
 from bench.contenders import (
     Contender,
     Direct,
@@ -40,13 +40,9 @@ from bench.workloads import (
     connect_and_round_trip,
     memory_per_connection,
     round_trips_per_second,
-    timed,
 )
 from sidecar.envoy import Upstream
-from sidecar.metrics import Metrics
-from vmm.loader import load_plugin
-from vmm.sandbox import LoadedPlugin, Sandbox
-from vmm.wasmtime import WasmtimeBackend
+from vmm import kvm
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -57,6 +53,7 @@ class Scale:
     def __init__(self, quick: bool) -> None:
         self.sandboxes = 300 if quick else 3000
         self.component_sandboxes = 20 if quick else 200
+        self.event_calls = 1000 if quick else 10000
         self.blocks = 3 if quick else 10  # rounds of interleaving
         self.round_trips = 100 if quick else 300  # per block and contender
         self.big_round_trips = 20 if quick else 50
@@ -68,33 +65,23 @@ class Scale:
         self.live = (1000,) if quick else (1000, 10000)
 
 
-def creation_samples(plugin: LoadedPlugin, count: int) -> list[int]:
-    """Creating only: the sandboxes are closed after the timing."""
-    created: list[Sandbox] = []
-    samples = timed(lambda: created.append(plugin.new_sandbox()), count)
-    for sandbox in created:
-        sandbox.close()
-    return samples
-
-
-def sandbox_creation(scale: Scale, progress: Progress) -> dict[str, dict[str, Any]]:
-    """Time to create one sandbox, per tier and plugin kind, in this process."""
-    task = progress.add_task("sandbox creation", total=2)
-    backend = WasmtimeBackend(Path(tempfile.mkdtemp(prefix="hyperfilter-bench-cache-")))
-    results = {}
+def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
+    """The isolation tiers in this process, before any contender runs (bench/tiers.py)."""
+    made = tiers.backends()
     try:
-        for label, tier, plugin_name, count in (
-                ("wasmtime, core module (pass-through, C)", "wasmtime", "pass-through",
-                 scale.sandboxes),
-                ("wasmtime, component (http-auth, Python)", "wasmtime", "http-auth",
-                 scale.component_sandboxes)):
-            plugin = load_plugin(ROOT / "plugins" / "examples" / plugin_name, backend,
-                                 Metrics())
-            results[label] = summarize(creation_samples(plugin, count)) | {"tier": tier}
-            progress.advance(task)
+        results = {
+            "sandbox_creation": tiers.sandbox_creation(made, scale.sandboxes,
+                                                       scale.component_sandboxes, progress),
+            "sandbox_event_call": tiers.event_calls(made, scale.event_calls, progress),
+            "memory_per_live_sandbox": tiers.live_sandboxes(made, scale.live[0], progress),
+        }
+        if "kvm" in made:
+            results["kvm_new_vm_breakdown_us"] = tiers.kvm_breakdown(made["kvm"],
+                                                                     scale.sandboxes // 6)
+        return results
     finally:
-        backend.close()
-    return results
+        for backend in made.values():
+            backend.close()
 
 
 def interleaved(contenders: list[Contender], progress: Progress, workload: str,
@@ -198,8 +185,15 @@ def allow_many_connections() -> None:
 
 
 def contenders_here() -> list[Contender]:
-    return [Direct(), EnvoyAlone(), Naive(), Hyperfilter(plugin=None), Hyperfilter(),
-            EnvoyWasm()]
+    sandboxed = [Hyperfilter(tier=tier) for tier in ("wasmtime", "kvm")
+                 if tier == "wasmtime" or kvm.unavailable() is None]
+    return [Direct(), EnvoyAlone(), Naive(), Hyperfilter(plugin=None), *sandboxed, EnvoyWasm()]
+
+
+def kvm_module() -> str | None:
+    """Which KVM this is: the vendor module (kvm_intel, kvm_amd) or another (kvm_pvm)."""
+    return next((name for name in ("kvm_intel", "kvm_amd", "kvm_pvm")
+                 if Path("/sys/module", name).exists()), None)
 
 
 def main(argv: list[str]) -> int:
@@ -210,7 +204,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {
         "finished": None, "quick": quick, "command": "make bench" + (" QUICK=1" if quick else ""),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kvm": os.path.exists("/dev/kvm")},
+                    "kvm": kvm.unavailable() or "yes", "kvm_module": kvm_module()},
     }
     raw: dict[str, Samples] = {}
     workloads: dict[str, Any] = {}
@@ -220,7 +214,7 @@ def main(argv: list[str]) -> int:
     started: list[Contender] = []
     try:
         with Progress(console=console, transient=True) as progress:
-            workloads["sandbox_creation"] = sandbox_creation(scale, progress)
+            workloads.update(tier_workloads(scale, progress))
             task = progress.add_task("starting contenders", total=len(contenders))
             for contender in contenders:
                 contender.start(upstreams)

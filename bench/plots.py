@@ -82,6 +82,10 @@ def plot_all(results: dict[str, Any], raw: dict[str, dict[str, list[int]]],
     throughput(w["tcp_throughput_round_trips_per_s"], directory / "tcp_throughput.png")
     bars(w["sandbox_creation"], ["p50_us", "p99_us"], "µs (log scale)",
          "sandbox creation by tier", directory / "sandbox_creation.png", log=True)
+    bars(w["sandbox_event_call"], ["p50_us", "p99_us"], "µs",
+         "one TCP data event into a warm sandbox, by tier", directory / "sandbox_event_call.png")
+    bars(w["memory_per_live_sandbox"], ["process_KiB", "machine_KiB"], "KiB per live sandbox",
+         "memory per live sandbox, by tier", directory / "memory_per_live_sandbox.png")
     memory = w["memory_per_live_connection_KiB"]
     bars(memory, sorted({k for r in memory.values() for k in r if k != "contender"}, key=int),
          "KiB per live connection", "resident memory per live connection (sidecar process)",
