@@ -117,7 +117,7 @@ def memory_per_connection(pids: list[int], port: int, connections: int) -> float
     process = _load("hold", port, connections)
     try:
         if process.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise RuntimeError("the connections did not all open")
+            raise RuntimeError(f"the {connections} connections to port {port} did not all open")
         time.sleep(0.5)
         return (sum(map(resident_bytes, pids)) - before) / connections
     finally:

@@ -199,6 +199,8 @@ async def run_demo(console: Console) -> bool:
     log = DecisionLog()
     with console.status("loading the example plugins (the first load compiles them)"):
         sidecar = Sidecar(config, observers=(log,))
+    console.print("plugins: " + ", ".join(f"{plugin.name} ({plugin.kind} on {plugin.tier})"
+                                          for plugin in sidecar.registry.plugins))
     echo = EchoServer(replies={b"SECRET?": b"the secret is " + SECRET + b"\n"})
     web = HttpUpstream()
     envoy: Envoy | None = None

@@ -3,9 +3,7 @@ against the grants, a guest that crashes its VM, the image cache, and what it re
 
 from __future__ import annotations
 
-import logging
 import re
-from pathlib import Path
 
 import pytest
 
@@ -131,17 +129,3 @@ def test_the_memory_limit_is_the_guests(load_kvm: Loader) -> None:
 def test_components_are_refused_naming_the_wasmtime_tier(load_kvm: Loader) -> None:
     with pytest.raises(TierMismatchError, match=r'kvm tier runs core modules only.*"wasmtime"'):
         load_kvm("http-auth")
-
-
-def test_images_come_from_the_cache_after_a_restart(compile_cache: Path,
-                                                    metrics: RecordingMetrics,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    for expected_misses in (None, 0):
-        backend = KvmBackend(compile_cache)
-        try:
-            load_plugin(plugin_dir("pass-through"), backend, metrics)
-            if expected_misses is not None:
-                assert (backend.cache.hits, backend.cache.misses) == (1, expected_misses)
-        finally:
-            backend.close()
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
+from sidecar.tiers import BACKENDS
 from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, plugin_dir
 from vmm.errors import (
     CpuLimitExceeded,
@@ -44,6 +45,7 @@ from vmm.events import (
     TcpData,
     TcpOpen,
 )
+from vmm.loader import load_plugin
 
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND
 
@@ -122,6 +124,19 @@ def test_capabilities_reach_the_host(load: Loader, metrics: RecordingMetrics,
     assert caplog.records[-1].getMessage() == "caps plugin says hello\\nforged line"
     with pytest.raises(PluginTrap, match="counter 'undeclared' is not declared"):
         two.deliver(data(b"badmetric"))
+
+
+def test_compiled_plugins_come_from_the_cache_after_a_restart(
+        tier: str, compile_cache: Path, metrics: RecordingMetrics) -> None:
+    """Compiled code (wasmtime) and guest images (kvm) are cached on disk by content."""
+    for expected_misses in (None, 0):
+        backend = BACKENDS[tier](compile_cache)
+        try:
+            load_plugin(plugin_dir("pass-through"), backend, metrics)
+            if expected_misses is not None:
+                assert (backend.cache.hits, backend.cache.misses) == (1, expected_misses)
+        finally:
+            backend.close()
 
 
 def copy_plugin(name: str, tmp_path: Path) -> Path:

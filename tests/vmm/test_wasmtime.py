@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Loader, RecordingMetrics, plugin_dir
+from tests.conftest import Loader, plugin_dir
 from vmm.errors import UngrantedImportError
 from vmm.events import (
     FORWARD,
@@ -21,8 +21,6 @@ from vmm.events import (
     Respond,
     TcpData,
 )
-from vmm.loader import load_plugin
-from vmm.wasmtime import WasmtimeBackend
 
 IN = Direction.INBOUND
 
@@ -54,18 +52,6 @@ def test_large_bodies_cross_into_components_intact(load_wasmtime: Loader) -> Non
     sandbox = load_wasmtime("tcp-redactor").new_sandbox()
     body = bytes(range(256)) * 1024 + b"hunter2"
     assert sandbox.deliver(TcpData(IN, body, True)) == Replace(body[:-7] + b"*******")
-
-
-def test_the_compile_cache_survives_a_restart(compile_cache: Path,
-                                              metrics: RecordingMetrics) -> None:
-    for expected_misses in (None, 0):
-        backend = WasmtimeBackend(compile_cache)
-        try:
-            load_plugin(plugin_dir("pass-through"), backend, metrics)
-            if expected_misses is not None:
-                assert (backend.cache.hits, backend.cache.misses) == (1, expected_misses)
-        finally:
-            backend.close()
 
 
 def test_settling_a_component_after_close_is_harmless(load_wasmtime: Loader) -> None:
