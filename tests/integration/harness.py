@@ -7,7 +7,7 @@ import asyncio
 import http.client
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from sidecar.app import Sidecar
 from sidecar.config import parse_config
 from sidecar.envoy import Envoy, HttpListener, Listener, TcpListener, Upstream, render_bootstrap
 from sidecar.upstreams import EchoServer, HttpUpstream
-from tests.conftest import plugin_dir
+from tests.conftest import plugin_dir, skip_unless_tier_runs
 
 T = TypeVar("T")
 
@@ -100,6 +100,14 @@ class Stack:
         self.loop.run(self.echo.stop)
         self.web.stop()
         self.loop.close()
+
+
+def stack_per_tier(spec: StackSpec, tier: str, cache_dir: Path) -> Iterator[Stack]:
+    """A module's whole suite once per tier. Plugins pinned to a tier in `spec` (the Python
+    components: the kvm tier runs core modules) stay there, so on kvm a chain mixes both."""
+    skip_unless_tier_runs(tier)
+    with Stack(spec, cache_dir, tier) as running:
+        yield running
 
 
 # --- clients ----------------------------------------------------------------------------------

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from sidecar.upstreams import CARD
-from tests.conftest import TIERS, skip_unless_tier_runs
-from tests.integration.harness import Stack, StackSpec, chunked_request, http_request
+from tests.conftest import TIERS
+from tests.integration.harness import (
+    Stack,
+    StackSpec,
+    chunked_request,
+    http_request,
+    stack_per_tier,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +53,7 @@ SPEC = StackSpec(
 
 @pytest.fixture(scope="module", params=TIERS)
 def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
-    """The whole suite once per tier; the Python components stay on wasmtime (the kvm tier
-    runs core modules), so on kvm a chain mixes both tiers."""
-    skip_unless_tier_runs(request.param)
-    with Stack(SPEC, compile_cache, request.param) as running:
-        yield running
+    yield from stack_per_tier(SPEC, request.param, compile_cache)
 
 
 def test_a_request_without_a_key_is_answered_401(stack: Stack) -> None:

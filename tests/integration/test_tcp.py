@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TIERS, skip_unless_tier_runs
-from tests.integration.harness import Stack, StackSpec, tcp_exchange
+from tests.conftest import TIERS
+from tests.integration.harness import Stack, StackSpec, stack_per_tier, tcp_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +33,7 @@ SPEC = StackSpec(
 
 @pytest.fixture(scope="module", params=TIERS)
 def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
-    """The whole suite once per tier; the Python components stay on wasmtime (the kvm tier
-    runs core modules), so on kvm a chain mixes both tiers."""
-    skip_unless_tier_runs(request.param)
-    with Stack(SPEC, compile_cache, request.param) as running:
-        yield running
+    yield from stack_per_tier(SPEC, request.param, compile_cache)
 
 
 def upstream_saw(stack: Stack) -> bytes:

@@ -18,6 +18,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from vmm.canonical import AbiError
+from vmm.checked_memory import CheckedMemory
 from vmm.core_module import REALLOC_TYPES
 
 CoreTypes = Sequence[str]  # "i32" | "i64"
@@ -136,51 +137,38 @@ def _export(ctx: ctypes._Pointer, instance: wasmtime.Instance,
     return item if found else None
 
 
-class LinearMemory:
+class LinearMemory(CheckedMemory):
     """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked.
 
     The engine is configured so that memories never move (`memory_may_move = False`): the base
-    address is read once. Memories only grow, so the size is read again only when an access
-    seems out of bounds."""
+    address is read once."""
 
-    __slots__ = ("_base", "_ctx", "_memory", "_realloc", "_size")
+    __slots__ = ("_base", "_ctx", "_memory", "_realloc")
 
     def __init__(self, ctx: ctypes._Pointer, memory: ffi.wasmtime_memory_t,
                  realloc: RawFunc | None) -> None:
+        super().__init__()
         self._ctx = _address(ctx)
         self._memory = memory
         self._realloc = realloc
         self._base = _memory_data(self._ctx, ctypes.addressof(memory)) or 0
-        self._size = 0
 
     def size(self) -> int:
         self._size = _memory_size(self._ctx, ctypes.addressof(self._memory))
         return self._size
 
-    def _at(self, ptr: int, length: int) -> int:
-        if ptr < 0 or length < 0:
-            raise AbiError(f"{length} bytes at {ptr:#x} are outside linear memory")
-        if ptr + length > self._size and ptr + length > self.size():
-            raise AbiError(f"{length} bytes at {ptr:#x} are outside linear memory")
-        return self._base + ptr
-
     def read(self, ptr: int, length: int) -> bytes:
-        return ctypes.string_at(self._at(ptr, length), length)
+        self._check(ptr, length)
+        return ctypes.string_at(self._base + ptr, length)
 
     def write(self, ptr: int, data: bytes) -> None:
-        ctypes.memmove(self._at(ptr, len(data)), data, len(data))
+        self._check(ptr, len(data))
+        ctypes.memmove(self._base + ptr, data, len(data))
 
-    def start_arguments(self) -> None:
-        """Arguments of a new event are coming (nothing to do: each goes through realloc)."""
-
-    def realloc(self, align: int, size: int) -> int:
+    def _allocate(self, align: int, size: int) -> int:
         if self._realloc is None:
             raise AbiError("the plugin exports no cabi_realloc")
-        ptr = self._realloc(0, 0, align, size) & 0xFFFFFFFF  # type: ignore[operator]
-        if ptr % align:
-            raise AbiError(f"cabi_realloc returned a misaligned pointer {ptr:#x}")
-        self._at(ptr, size)
-        return ptr
+        return self._realloc(0, 0, align, size)  # type: ignore[return-value]
 
 
 HostCallback = Callable[[LinearMemory, list[int]], int | None]
