@@ -167,8 +167,11 @@ def live_memory(contenders: list[Contender], scale: Scale, descriptors: int,
         row: dict[str, Any] = {"contender": contender.name}
         counts = live_counts(scale, contender, descriptors)
         for connections in counts:
-            per = memory_per_connection(contender.worker_pids, contender.ports["tcp"],
-                                        connections)
+            try:
+                per = memory_per_connection(contender.worker_pids, contender.ports["tcp"],
+                                            connections)
+            except RuntimeError as error:
+                raise RuntimeError(f"{contender.label}: {error}") from None
             row[str(connections)] = round(per / 1024, 1)  # KiB
             progress.advance(task)
         progress.advance(task, len(scale.live) - len(counts))

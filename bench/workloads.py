@@ -116,8 +116,8 @@ def memory_per_connection(pids: list[int], port: int, connections: int) -> float
     before = sum(map(resident_bytes, pids))
     process = _load("hold", port, connections)
     try:
-        if process.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise RuntimeError(f"the {connections} connections to port {port} did not all open")
+        if (answer := process.stdout.readline().strip()) != "ready":  # type: ignore[union-attr]
+            raise RuntimeError(f"holding {connections} connections to port {port}: {answer}")
         time.sleep(0.5)
         return (sum(map(resident_bytes, pids)) - before) / connections
     finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
+from sidecar.quiet_work import QuietWork
 from sidecar.registry import CHAIN_METADATA_KEY, Registry
 from sidecar.streams import Observer, StreamPlugins
 
@@ -22,10 +24,20 @@ def stream_metadata(headers: Metadata) -> Metadata:
                  if key not in _TRANSPORT and not key.endswith("-bin"))
 
 
-def open_stream(registry: Registry, headers: Metadata, protocol: str,
-                observers: tuple[Observer, ...]) -> tuple[StreamPlugins, Metadata]:
+@dataclass(frozen=True)
+class StreamSetup:
+    """What every stream of one server is opened with."""
+
+    registry: Registry
+    observers: tuple[Observer, ...]
+    quiet_work: QuietWork
+
+
+def open_stream(setup: StreamSetup, headers: Metadata,
+                protocol: str) -> tuple[StreamPlugins, Metadata]:
     """A new Envoy stream: the chain its metadata names, with fresh sandboxes."""
     metadata = stream_metadata(headers)
     requested = next((value for key, value in metadata if key == CHAIN_METADATA_KEY), None)
     defer = asyncio.get_running_loop().call_soon  # after this message's response is written
-    return StreamPlugins(registry.resolve(requested), protocol, observers, defer), metadata
+    return StreamPlugins(setup.registry.resolve(requested), protocol, setup.observers, defer,
+                         setup.quiet_work.defer), metadata

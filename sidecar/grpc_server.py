@@ -176,9 +176,12 @@ class HealthCheck:
 
 
 class GrpcServer:
-    def __init__(self, methods: Mapping[str, Opener]) -> None:
+    def __init__(self, methods: Mapping[str, Opener],
+                 on_bytes: Callable[[], None] = lambda: None) -> None:
+        """`on_bytes()` is told whenever bytes arrive, on any connection."""
         services = frozenset(path.strip("/").split("/")[0] for path in methods)
         self._methods = {**methods, HEALTH_CHECK: lambda metadata: HealthCheck(services)}
+        self._on_bytes = on_bytes
         self._server: asyncio.Server | None = None
 
     def _open(self, connection: Connection, stream_id: int,
@@ -199,7 +202,8 @@ class GrpcServer:
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self._open), host, port, family=socket.AF_UNSPEC, backlog=1024)
+            lambda: Connection(self._open, self._on_bytes), host, port, family=socket.AF_UNSPEC,
+            backlog=1024)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

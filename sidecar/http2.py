@@ -80,10 +80,11 @@ Opener = Callable[["Connection", int, list[tuple[str, str]]], StreamHandler]
 
 class Connection(asyncio.Protocol):
     """One HTTP/2 connection from Envoy. `open_stream(connection, stream_id, headers)` makes
-    the handler of each new request stream."""
+    the handler of each new request stream; `on_bytes()` is told whenever bytes arrive."""
 
-    def __init__(self, open_stream: Opener) -> None:
+    def __init__(self, open_stream: Opener, on_bytes: Callable[[], None] = lambda: None) -> None:
         self._open_stream = open_stream
+        self._on_bytes = on_bytes
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_LIST
         self._buffer = b""
@@ -107,6 +108,7 @@ class Connection(asyncio.Protocol):
             WINDOW_UPDATE, 0, 0, _U32.pack(RECEIVE_WINDOW - 65535)))
 
     def data_received(self, data: bytes) -> None:
+        self._on_bytes()
         buffer = self._buffer + data if self._buffer else data
         try:
             if not self._preface_seen:

@@ -17,11 +17,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf.message import DecodeError
 
-from sidecar.grpc_metadata import Metadata, open_stream
+from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
 from sidecar.grpc_server import GrpcError, Status
 from sidecar.http_session import HttpResult, HttpSession
-from sidecar.registry import Registry
-from sidecar.streams import Observer
 from vmm.events import Direction, Fields, Mutation, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -123,9 +121,8 @@ class HttpStream:
 class HttpExtProcCall:
     """One HTTP ext_proc stream: one HTTP request."""
 
-    def __init__(self, registry: Registry, observers: tuple[Observer, ...],
-                 headers: Metadata) -> None:
-        self._plugins, self._metadata = open_stream(registry, headers, "http", observers)
+    def __init__(self, setup: StreamSetup, headers: Metadata) -> None:
+        self._plugins, self._metadata = open_stream(setup, headers, "http")
         self._stream: HttpStream | None = None
 
     def message(self, payload: bytes) -> bytes | None:

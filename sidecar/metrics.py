@@ -31,7 +31,9 @@ class Metrics:
         self.faults = Counter("hyperfilter_plugin_faults",
                               "Plugins that trapped, ran out of CPU time or memory",
                               ["plugin", "cause"], registry=r)
+        # labels() costs microseconds: each combination's child is looked up once
         self._verdict_counters: dict[tuple[object, ...], Counter] = {}
+        self._stream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.sandbox_seconds = Histogram(
             "hyperfilter_stream_sandboxes_seconds", "Time to create one stream's sandboxes",
             ["protocol"], registry=r,
@@ -51,14 +53,20 @@ class Metrics:
             return
         key = (decision.plugin, decision.event, type(decision.verdict))
         counter = self._verdict_counters.get(key)
-        if counter is None:  # labels() costs microseconds; it runs once per combination
+        if counter is None:
             counter = self._verdict_counters[key] = self.verdicts.labels(
                 decision.plugin, decision.event.value, verdict_name(decision.verdict))
         counter.inc()
 
     def stream_started(self, stream: StreamPlugins) -> None:
-        self.streams.labels(stream.protocol, stream.chain.name).inc()
-        self.sandbox_seconds.labels(stream.protocol).observe(stream.creation_seconds)
+        key = (stream.protocol, stream.chain.name)
+        children = self._stream_children.get(key)
+        if children is None:
+            children = self._stream_children[key] = (
+                self.streams.labels(*key), self.sandbox_seconds.labels(stream.protocol))
+        streams, sandbox_seconds = children
+        streams.inc()
+        sandbox_seconds.observe(stream.creation_seconds)
 
     def serve(self, address: str) -> int:
         host, _, port = address.rpartition(":")

@@ -11,10 +11,8 @@ from __future__ import annotations
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from sidecar.grpc_metadata import Metadata, open_stream
+from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
 from sidecar.grpc_server import GrpcError, Status
-from sidecar.registry import Registry
-from sidecar.streams import Observer
 from sidecar.tcp_session import ConnectionAction, TcpSession
 from vmm.events import Direction, StreamInfo
 
@@ -49,9 +47,8 @@ def tcp_response(session: TcpSession, request: pb.ProcessingRequest) -> pb.Proce
 class NetworkExtProcCall:
     """One network ext_proc stream: one TCP connection."""
 
-    def __init__(self, registry: Registry, observers: tuple[Observer, ...],
-                 headers: Metadata) -> None:
-        plugins, metadata = open_stream(registry, headers, "tcp", observers)
+    def __init__(self, setup: StreamSetup, headers: Metadata) -> None:
+        plugins, metadata = open_stream(setup, headers, "tcp")
         self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
 
     def message(self, payload: bytes) -> bytes:

@@ -21,6 +21,7 @@ from vmm.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 _stream_ids = itertools.count(1)
+Deferral = Callable[[Callable[[], object]], object]
 
 
 class Decision(NamedTuple):
@@ -70,11 +71,15 @@ class Link:
 
 class StreamPlugins:
     def __init__(self, chain: Chain, protocol: str, observers: tuple[Observer, ...] = (),
-                 defer: Callable[[Callable[[], None]], object] = lambda work: work()) -> None:
+                 defer: Deferral = lambda work: work(),
+                 when_quiet: Deferral = lambda work: work()) -> None:
         """`defer(work)` runs `work` after the response to the current message is sent (the
-        server passes its event loop's `call_soon`); by default it runs at once."""
+        server passes its event loop's `call_soon`); `when_quiet(work)` once the worker is idle
+        (sidecar/quiet_work.py): making spare sandboxes, destroying finished ones. By default
+        both run `work` at once."""
         self.id = next(_stream_ids)
         self._defer = defer
+        self._when_quiet = when_quiet
         self.chain = chain
         self.protocol = protocol
         self._observers = observers
@@ -96,7 +101,7 @@ class StreamPlugins:
     def _new_sandbox(self, link: ChainLink) -> Sandbox | None:
         try:
             sandbox = link.pool.take()
-            self._defer(link.pool.refill)
+            self._when_quiet(link.pool.refill)
             return sandbox
         except SandboxFault as fault:
             self._report_fault(link.name, link.policy, fault, "creating its sandbox")
@@ -143,7 +148,7 @@ class StreamPlugins:
 
     def _drop(self, link: Link) -> None:
         if link.sandbox is not None:
-            link.sandbox.close()
+            self._when_quiet(link.sandbox.close)  # it takes no more events from now
             link.sandbox = None
 
     def close(self) -> None:

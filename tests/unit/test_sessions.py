@@ -219,8 +219,8 @@ def test_streams_take_pooled_sandboxes_and_refill_the_pool() -> None:
     assert len(plugin.sandboxes) == 2
     deferred: list = []
     chain = Chain("c", (ChainLink(plugin, FailurePolicy.FAIL_CLOSED, pool),))
-    first = StreamPlugins(chain, "tcp", defer=deferred.append)
-    second = StreamPlugins(chain, "tcp", defer=deferred.append)
+    first = StreamPlugins(chain, "tcp", when_quiet=deferred.append)
+    second = StreamPlugins(chain, "tcp", when_quiet=deferred.append)
     assert {first.links[0].sandbox, second.links[0].sandbox} == set(plugin.sandboxes)
     for work in deferred:
         work()

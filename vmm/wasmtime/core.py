@@ -28,6 +28,7 @@ from vmm.wasmtime.raw import (
     LinearMemory,
     RawFunc,
     WasmTrap,
+    address,
     instance_func,
     instance_global_i32,
     instance_memory,
@@ -64,9 +65,10 @@ class CoreSandbox(Sandbox):
         self._store: wasmtime.Store | None = wasmtime.Store(plugin.engine)
         self._store.set_limits(memory_size=self._limits.memory_bytes)
         self._ctx: _Pointer = self._store._context()
+        self._ctx_address = address(self._ctx)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
         self._post_return: tuple[RawFunc, int | None] | None = None
-        set_epoch_deadline(self._ctx, plugin.deadline_ticks)  # the start function runs now
+        set_epoch_deadline(self._ctx_address, plugin.deadline_ticks)  # the start function runs now
         try:
             self._instance = plugin.pre.instantiate(self._store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -107,7 +109,7 @@ class CoreSandbox(Sandbox):
         if self._store is None:
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         export, call, post = self._bound(type(event))
-        set_epoch_deadline(self._ctx, self._plugin.deadline_ticks)
+        set_epoch_deadline(self._ctx_address, self._plugin.deadline_ticks)
         arguments = self._arguments
         arguments.start_arguments()
         try:
@@ -127,7 +129,7 @@ class CoreSandbox(Sandbox):
     def _settle(self) -> None:
         if self._post_return is not None and self._store is not None:
             (post, raw), self._post_return = self._post_return, None
-            set_epoch_deadline(self._ctx, self._plugin.deadline_ticks)
+            set_epoch_deadline(self._ctx_address, self._plugin.deadline_ticks)
             try:
                 post(raw)
             except WasmTrap as trap:

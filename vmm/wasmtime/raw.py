@@ -59,12 +59,14 @@ _set_epoch_deadline = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)(
     ("wasmtime_context_set_epoch_deadline", ffi.dll))
 
 
-def set_epoch_deadline(ctx: ctypes._Pointer, ticks: int) -> None:
+def set_epoch_deadline(ctx_address: int, ticks: int) -> None:
     """Trap with INTERRUPT once the engine's epoch is `ticks` past the current one."""
-    _set_epoch_deadline(_address(ctx), ticks)
+    _set_epoch_deadline(ctx_address, ticks)
 
 
-def _address(pointer: object) -> int:
+def address(pointer: object) -> int:
+    """A ctypes pointer as a plain integer: what our own prototypes take, with no
+    conversion per call."""
     return ctypes.cast(pointer, ctypes.c_void_p).value or 0
 
 
@@ -76,7 +78,7 @@ class RawFunc:
 
     def __init__(self, ctx: ctypes._Pointer, func: ffi.wasmtime_func_t,
                  params: CoreTypes, results: CoreTypes) -> None:
-        self._ctx = _address(ctx)
+        self._ctx = address(ctx)
         self._func = func  # kept alive: its address is passed on every call
         self._size = max(len(params), len(results), 1)
         self._buffer = (ffi.wasmtime_val_raw_t * self._size)()
@@ -148,7 +150,7 @@ class LinearMemory(CheckedMemory):
     def __init__(self, ctx: ctypes._Pointer, memory: ffi.wasmtime_memory_t,
                  realloc: RawFunc | None) -> None:
         super().__init__()
-        self._ctx = _address(ctx)
+        self._ctx = address(ctx)
         self._memory = memory
         self._realloc = realloc
         self._base = _memory_data(self._ctx, ctypes.addressof(memory)) or 0
