@@ -20,6 +20,11 @@ class CheckedMemory(ABC):
         """The current size in bytes; sets `_size`."""
 
     @abstractmethod
+    def view(self, ptr: int, length: int) -> memoryview:
+        """A writable view of `length` bytes at `ptr`, checked once: linear memory never
+        moves or shrinks while its sandbox lives, and the view must not outlive it."""
+
+    @abstractmethod
     def _allocate(self, align: int, size: int) -> int:
         """Call the plugin's cabi_realloc(0, 0, align, size)."""
 

@@ -39,5 +39,11 @@ class GuestMemory(CheckedMemory):
         start = LINEAR_BASE + ptr
         self._machine.memory[start:start + len(data)] = data
 
+    def view(self, ptr: int, length: int) -> memoryview:
+        """(A machine's reset maps fresh pages at the same address: the view stays valid.)"""
+        self._check(ptr, length)
+        start = LINEAR_BASE + ptr
+        return self._machine.memory[start:start + length]
+
     def _allocate(self, align: int, size: int) -> int:
         return self._realloc(align, size)

@@ -167,6 +167,10 @@ class LinearMemory(CheckedMemory):
         self._check(ptr, len(data))
         ctypes.memmove(self._base + ptr, data, len(data))
 
+    def view(self, ptr: int, length: int) -> memoryview:
+        self._check(ptr, length)
+        return memoryview((ctypes.c_char * length).from_address(self._base + ptr)).cast("B")
+
     def _allocate(self, align: int, size: int) -> int:
         if self._realloc is None:
             raise AbiError("the plugin exports no cabi_realloc")
