@@ -3,17 +3,41 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from sidecar.streams import Decision, StreamPlugins
-from vmm.events import Verdict
+from vmm.events import EventKind, Verdict
 
 _VERDICT_NAMES = {"Forward": "forward", "Replace": "replace", "Close": "close",
                   "Reset": "reset", "HttpForward": "forward", "Respond": "respond"}
 
 
 def verdict_name(verdict: Verdict | None) -> str:
-    return _VERDICT_NAMES[type(verdict).__name__] if verdict is not None else "none"
+    return verdict_type_name(type(verdict) if verdict is not None else None)
+
+
+def verdict_type_name(verdict_type: type | None) -> str:
+    return _VERDICT_NAMES[verdict_type.__name__] if verdict_type is not None else "none"
+
+
+class VerdictCounts:
+    """`hyperfilter_verdicts`: one per plugin decision, the hottest metric. Counted as plain
+    ints and handed to Prometheus when it scrapes: an event costs a dict update, not a labelled
+    counter's lock."""
+
+    def __init__(self) -> None:
+        self.counts: Tally[tuple[str, EventKind, type | None]] = Tally()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("hyperfilter_verdicts", "Plugin verdicts",
+                                     labels=["plugin", "event", "verdict"])
+        for (plugin, event, verdict), count in list(self.counts.items()):
+            family.add_metric([plugin, event.value, verdict_type_name(verdict)], count)
+        yield family
 
 
 class Metrics:
@@ -26,13 +50,12 @@ class Metrics:
                                    ["plugin", "name"], registry=r)
         self.streams = Counter("hyperfilter_streams", "Envoy streams served",
                                ["protocol", "chain"], registry=r)
-        self.verdicts = Counter("hyperfilter_verdicts", "Plugin verdicts",
-                                ["plugin", "event", "verdict"], registry=r)
+        self.verdicts = VerdictCounts()
+        r.register(self.verdicts)
         self.faults = Counter("hyperfilter_plugin_faults",
                               "Plugins that trapped, ran out of CPU time or memory",
                               ["plugin", "cause"], registry=r)
-        # labels() costs microseconds: each combination's child is looked up once
-        self._verdict_counters: dict[tuple[object, ...], Counter] = {}
+        # labels() costs microseconds: each combination's children are looked up once
         self._stream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.sandbox_seconds = Histogram(
             "hyperfilter_stream_sandboxes_seconds", "Time to create one stream's sandboxes",
@@ -51,12 +74,9 @@ class Metrics:
         if decision.fault is not None:
             self.faults.labels(decision.plugin, type(decision.fault).__name__).inc()
             return
-        key = (decision.plugin, decision.event, type(decision.verdict))
-        counter = self._verdict_counters.get(key)
-        if counter is None:
-            counter = self._verdict_counters[key] = self.verdicts.labels(
-                decision.plugin, decision.event.value, verdict_name(decision.verdict))
-        counter.inc()
+        verdict = decision.verdict
+        self.verdicts.counts[decision.plugin, decision.event,
+                             type(verdict) if verdict is not None else None] += 1
 
     def stream_started(self, stream: StreamPlugins) -> None:
         key = (stream.protocol, stream.chain.name)

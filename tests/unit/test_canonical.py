@@ -3,6 +3,8 @@ refusal of what a hostile plugin could hand back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from vmm.canonical import (
@@ -19,6 +21,7 @@ from vmm.canonical import (
     Tuple,
 )
 from vmm.capabilities.shared_state import STATE_ERROR
+from vmm.events import Direction, HttpHeaders, HttpTrailers
 from vmm.world import EXPORTS, FIELDS, HTTP_VERDICT, MUTATION, STREAM_INFO, TCP_VERDICT
 
 
@@ -118,3 +121,19 @@ def test_lengths_wider_than_memory_are_refused_before_reading() -> None:
     mem = FlatMemory()
     with pytest.raises(AbiError):
         List(Tuple(STRING, BYTES)).lift_flat(mem, iter([16, 0x0FFFFFFF]))
+
+
+
+@pytest.mark.parametrize("fields", [(), ((":method", b"GET"), ("x-\u00e9", b""), ("", b"v" * 7))])
+@pytest.mark.parametrize("event", [
+    lambda fields: HttpHeaders(Direction.OUTBOUND, fields, False),
+    lambda fields: HttpTrailers(Direction.OUTBOUND, fields)])
+def test_header_events_lay_fields_out_as_the_generic_lowering_does(fields: tuple,
+                                                                   event: Callable) -> None:
+    """The world packs a header list in one piece; memory and allocations must be exactly
+    what FIELDS' own lowering makes of the same list."""
+    generic, packed = FlatMemory(), FlatMemory()
+    fields_flat = FIELDS.lower_flat(generic, list(fields))
+    lowered = list(EXPORTS[type(event(fields))].lower(packed, event(fields)))
+    assert lowered[:3] == [1, *fields_flat]
+    assert packed.data == generic.data and packed.allocations == generic.allocations
