@@ -52,14 +52,34 @@ static void *arena_alloc(size_t size, size_t align) {
 
 void *hf_alloc(size_t size) { return arena_alloc(size, 8); }
 
+static void arena_reset(void) { arena_top = arena_start; }
+
+/* A verdict lives in the arena until the host has read it, that is until the next event
+ * begins: its first argument allocated through cabi_realloc, or its handler called. Released
+ * then, rather than by exporting cabi_post_* functions, it costs the host no call after each
+ * event. (Host functions answering during a handler allocate here too; nothing is pending
+ * then.) */
+static int verdict_pending;
+
+static void next_event(void) {
+    if (verdict_pending) {
+        arena_reset();
+        verdict_pending = 0;
+    }
+}
+
+static uint8_t *verdict_out(uint8_t *lowered) {
+    verdict_pending = 1;
+    return lowered;
+}
+
 HF_EXPORT("cabi_realloc")
 void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
+    next_event();
     void *ptr = arena_alloc(new_size, align);
     if (old && old_size) memcpy(ptr, old, old_size < new_size ? old_size : new_size);
     return ptr;
 }
-
-static void arena_reset(void) { arena_top = arena_start; }
 
 /* The input area: the host lays each event's arguments out here instead of calling
  * cabi_realloc for every string and list. This module never frees argument memory (it only
@@ -211,47 +231,52 @@ static hf_stream_info stream_info(const char *src, size_t src_len, const char *d
 HF_EXPORT(TCP "on-open")
 uint8_t *hf__tcp_open(const char *src, size_t src_len, const char *dst, size_t dst_len,
                       const hf_metadata_entry *md, size_t md_len) {
+    next_event();
     hf_stream_info info = stream_info(src, src_len, dst, dst_len, md, md_len);
-    return lower_tcp(hf_tcp_open(&info));
+    return verdict_out(lower_tcp(hf_tcp_open(&info)));
 }
 
 HF_EXPORT(TCP "on-data")
 uint8_t *hf__tcp_data(int32_t direction, const uint8_t *data, size_t len, int32_t eos) {
-    return lower_tcp(hf_tcp_data((hf_direction)direction, (hf_bytes){data, len}, eos != 0));
+    next_event();
+    return verdict_out(lower_tcp(hf_tcp_data((hf_direction)direction, (hf_bytes){data, len},
+                                             eos != 0)));
 }
 
-HF_EXPORT(TCP "on-close") void hf__tcp_close(void) { hf_tcp_close(); arena_reset(); }
+HF_EXPORT(TCP "on-close") void hf__tcp_close(void) {
+    next_event();
+    hf_tcp_close();
+    arena_reset();
+}
 
 HF_EXPORT(HTTP "on-open")
 uint8_t *hf__http_open(const char *src, size_t src_len, const char *dst, size_t dst_len,
                        const hf_metadata_entry *md, size_t md_len) {
+    next_event();
     hf_stream_info info = stream_info(src, src_len, dst, dst_len, md, md_len);
-    return lower_http(hf_http_open(&info));
+    return verdict_out(lower_http(hf_http_open(&info)));
 }
 
 HF_EXPORT(HTTP "on-headers")
 uint8_t *hf__http_headers(int32_t direction, const hf_field *fields, size_t len, int32_t eos) {
-    return lower_http(hf_http_headers((hf_direction)direction, (hf_fields){fields, len}, eos != 0));
+    next_event();
+    return verdict_out(lower_http(hf_http_headers((hf_direction)direction,
+                                                  (hf_fields){fields, len}, eos != 0)));
 }
 
 HF_EXPORT(HTTP "on-body")
 uint8_t *hf__http_body(int32_t direction, const uint8_t *body, size_t len, int32_t eos) {
-    return lower_http(hf_http_body((hf_direction)direction, (hf_bytes){body, len}, eos != 0));
+    next_event();
+    return verdict_out(lower_http(hf_http_body((hf_direction)direction, (hf_bytes){body, len},
+                                               eos != 0)));
 }
 
 HF_EXPORT(HTTP "on-trailers")
 uint8_t *hf__http_trailers(int32_t direction, const hf_field *fields, size_t len) {
-    return lower_http(hf_http_trailers((hf_direction)direction, (hf_fields){fields, len}));
+    next_event();
+    return verdict_out(lower_http(hf_http_trailers((hf_direction)direction,
+                                                   (hf_fields){fields, len})));
 }
-
-/* After the host has read a verdict, everything the event allocated is released. */
-
-HF_EXPORT("cabi_post_" TCP "on-open") void hf__post_tcp_open(uint8_t *r) { (void)r; arena_reset(); }
-HF_EXPORT("cabi_post_" TCP "on-data") void hf__post_tcp_data(uint8_t *r) { (void)r; arena_reset(); }
-HF_EXPORT("cabi_post_" HTTP "on-open") void hf__post_http_open(uint8_t *r) { (void)r; arena_reset(); }
-HF_EXPORT("cabi_post_" HTTP "on-headers") void hf__post_http_headers(uint8_t *r) { (void)r; arena_reset(); }
-HF_EXPORT("cabi_post_" HTTP "on-body") void hf__post_http_body(uint8_t *r) { (void)r; arena_reset(); }
-HF_EXPORT("cabi_post_" HTTP "on-trailers") void hf__post_http_trailers(uint8_t *r) { (void)r; arena_reset(); }
 
 /* ---- capability imports ------------------------------------------------------------------- */
 
