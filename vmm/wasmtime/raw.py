@@ -143,9 +143,10 @@ class LinearMemory(CheckedMemory):
     """A plugin's linear memory and its `cabi_realloc`, every access bounds-checked.
 
     The engine is configured so that memories never move (`memory_may_move = False`): the base
-    address is read once."""
+    address is read once, and accesses go through a memoryview over the memory's current size
+    (made again when it has grown), with no foreign call. No view outlives the sandbox."""
 
-    __slots__ = ("_base", "_ctx", "_memory", "_realloc")
+    __slots__ = ("_base", "_bytes", "_ctx", "_memory", "_realloc")
 
     def __init__(self, ctx: ctypes._Pointer, memory: ffi.wasmtime_memory_t,
                  realloc: RawFunc | None) -> None:
@@ -154,22 +155,27 @@ class LinearMemory(CheckedMemory):
         self._memory = memory
         self._realloc = realloc
         self._base = _memory_data(self._ctx, ctypes.addressof(memory)) or 0
+        self._bytes = memoryview(b"")
+        self.size()
 
     def size(self) -> int:
-        self._size = _memory_size(self._ctx, ctypes.addressof(self._memory))
-        return self._size
+        size = _memory_size(self._ctx, ctypes.addressof(self._memory))
+        if size != self._size:
+            self._bytes = memoryview((ctypes.c_char * size).from_address(self._base)).cast("B")
+            self._size = size
+        return size
 
     def read(self, ptr: int, length: int) -> bytes:
         self._check(ptr, length)
-        return ctypes.string_at(self._base + ptr, length)
+        return bytes(self._bytes[ptr:ptr + length])
 
     def write(self, ptr: int, data: bytes) -> None:
         self._check(ptr, len(data))
-        ctypes.memmove(self._base + ptr, data, len(data))
+        self._bytes[ptr:ptr + len(data)] = data
 
     def view(self, ptr: int, length: int) -> memoryview:
         self._check(ptr, length)
-        return memoryview((ctypes.c_char * length).from_address(self._base + ptr)).cast("B")
+        return self._bytes[ptr:ptr + length]
 
     def _allocate(self, align: int, size: int) -> int:
         if self._realloc is None:
