@@ -121,7 +121,8 @@ class StreamPlugins:
             return None
         try:
             verdict = sandbox.deliver(event)
-            self._defer(sandbox.settle)
+            if sandbox.unsettled:
+                self._defer(sandbox.settle)
         except SandboxFault as fault:
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)

@@ -152,6 +152,10 @@ class EventKind(enum.Enum):
     HTTP_RESPONSE_BODY = "http.response-body"
     HTTP_RESPONSE_TRAILERS = "http.response-trailers"
 
+    # Members are singletons compared by identity; hashing by identity keeps the set and dict
+    # lookups made for every event in C (Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
+
     @property
     def protocol(self) -> str:
         return self.value.split(".", 1)[0]

@@ -48,6 +48,11 @@ class Sandbox(ABC):
             except SandboxFault as fault:
                 self.fault = fault
 
+    @property
+    def unsettled(self) -> bool:
+        """Whether `settle` has work to do; a tier with deferred work says when."""
+        return False
+
     @abstractmethod
     def _settle(self) -> None:
         """The tier's deferred work, if any."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sidecar.http_session import FAILURE_RESPONSE, HttpSession, apply_headers
 from sidecar.registry import Chain, ChainLink
 from sidecar.streams import StreamPlugins
@@ -44,14 +46,23 @@ class FakeSandbox(Sandbox):
         super().__init__(plugin.name)
         self._plugin = plugin
         self.closed = False
+        self.pending = False  # a post-return waits
+        self.settled = 0
         plugin.sandboxes.append(self)
 
     def _run(self, event: Event) -> Verdict | None:
         self._plugin.seen.append(event)
+        self.pending = self._plugin.post_returns
         return self._plugin.script(event)
 
+    @property
+    def unsettled(self) -> bool:
+        return self.pending
+
     def _settle(self) -> None:
-        pass
+        if self.pending:
+            self.pending = False
+            self.settled += 1
 
     def close(self) -> None:
         self.closed = True
@@ -66,6 +77,7 @@ class FakePlugin(LoadedPlugin):
         self.script = script
         self.seen: list[Event] = []
         self.sandboxes: list[FakeSandbox] = []
+        self.post_returns = False
 
     def new_sandbox(self) -> FakeSandbox:
         return FakeSandbox(self)
@@ -226,3 +238,17 @@ def test_streams_take_pooled_sandboxes_and_refill_the_pool() -> None:
         work()
     assert len(plugin.sandboxes) == 4  # two more made, none handed out twice
     assert len({id(s) for s in plugin.sandboxes}) == 4
+
+
+@pytest.mark.parametrize("post_returns", [True, False])
+def test_a_post_return_is_deferred_only_when_there_is_one(post_returns: bool) -> None:
+    plugin = fake("p", lambda e: FORWARD)
+    plugin.post_returns = post_returns
+    deferred: list = []
+    chain = Chain("c", (ChainLink(plugin, FailurePolicy.FAIL_CLOSED, SandboxPool(plugin, 0)),))
+    stream = StreamPlugins(chain, "tcp", defer=deferred.append)
+    stream.deliver(stream.links[0], TcpData(IN, b"x", False))
+    assert len(deferred) == (1 if post_returns else 0)
+    for work in deferred:
+        work()
+    assert plugin.sandboxes[0].settled == (1 if post_returns else 0)

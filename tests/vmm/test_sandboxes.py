@@ -116,6 +116,7 @@ def test_a_post_return_runs_once_after_each_verdict_before_the_next_event(
     sandbox = load(post_return_counter(tmp_path)).new_sandbox()
     assert sandbox.deliver(data(b"a")) == Replace(b"\0")
     sandbox.settle()
+    assert not sandbox.unsettled
     sandbox.settle()
     assert sandbox.deliver(data(b"b")) == Replace(b"\1")
     assert sandbox.deliver(data(b"c")) == Replace(b"\2")  # not settled: delivering does it

@@ -213,6 +213,10 @@ class ComponentSandbox(Sandbox):
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
 
+    @property
+    def unsettled(self) -> bool:
+        return self._post_return is not None
+
     def _settle(self) -> None:
         func, self._post_return = self._post_return, None
         if func is not None and self._store is not None:

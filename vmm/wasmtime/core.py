@@ -126,6 +126,10 @@ class CoreSandbox(Sandbox):
             self._post_return = (post, raw)  # off the latency path: see Sandbox.settle
         return verdict
 
+    @property
+    def unsettled(self) -> bool:
+        return self._post_return is not None
+
     def _settle(self) -> None:
         if self._post_return is not None and self._store is not None:
             (post, raw), self._post_return = self._post_return, None
