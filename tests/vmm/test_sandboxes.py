@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,17 @@ def test_faults_are_typed_and_poison_only_their_sandbox(load: Loader, trigger: b
     with pytest.raises(SandboxPoisoned):
         victim.deliver(data(b"fine"))
     assert neighbour.deliver(data(b"fine")) == FORWARD
+
+
+def test_each_event_gets_its_own_cpu_time(load: Loader) -> None:
+    """A sandbox idle for longer than its CPU limit still runs its next event, and a loop
+    after that is still stopped: the deadline is renewed for each event."""
+    sandbox = load("faulty").new_sandbox()
+    assert sandbox.deliver(data(b"fine")) == FORWARD
+    time.sleep(0.1)  # five times the plugin's 20 ms
+    assert sandbox.deliver(data(b"fine")) == FORWARD
+    with pytest.raises(CpuLimitExceeded):
+        sandbox.deliver(data(b"loop"))
 
 
 def post_return_counter(directory: Path) -> Path:

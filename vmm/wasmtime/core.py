@@ -21,7 +21,7 @@ from vmm.host_abi import granted_host_calls
 from vmm.input_area import INPUT_AREA_EXPORT, ArgumentArea
 from vmm.manifest import Manifest
 from vmm.sandbox import Sandbox
-from vmm.wasmtime.engine import EpochTicker
+from vmm.wasmtime.engine import EpochDeadline, EpochTicker
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.wasmtime.raw import (
     HostCalls,
@@ -32,7 +32,6 @@ from vmm.wasmtime.raw import (
     instance_func,
     instance_global_i32,
     instance_memory,
-    set_epoch_deadline,
 )
 from vmm.world import Export
 
@@ -65,10 +64,10 @@ class CoreSandbox(Sandbox):
         self._store: wasmtime.Store | None = wasmtime.Store(plugin.engine)
         self._store.set_limits(memory_size=self._limits.memory_bytes)
         self._ctx: _Pointer = self._store._context()
-        self._ctx_address = address(self._ctx)
+        self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, plugin.deadline_ticks)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
         self._post_return: tuple[RawFunc, int | None] | None = None
-        set_epoch_deadline(self._ctx_address, plugin.deadline_ticks)  # the start function runs now
+        self._deadline.renew()  # the start function runs now
         try:
             self._instance = plugin.pre.instantiate(self._store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -109,7 +108,7 @@ class CoreSandbox(Sandbox):
         if self._store is None:
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         export, call, post = self._bound(type(event))
-        set_epoch_deadline(self._ctx_address, self._plugin.deadline_ticks)
+        self._deadline.renew()
         arguments = self._arguments
         arguments.start_arguments()
         try:
@@ -133,7 +132,7 @@ class CoreSandbox(Sandbox):
     def _settle(self) -> None:
         if self._post_return is not None and self._store is not None:
             (post, raw), self._post_return = self._post_return, None
-            set_epoch_deadline(self._ctx_address, self._plugin.deadline_ticks)
+            self._deadline.renew()
             try:
                 post(raw)
             except WasmTrap as trap:

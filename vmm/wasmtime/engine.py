@@ -8,6 +8,8 @@ from importlib.metadata import version
 
 import wasmtime
 
+from vmm.wasmtime.raw import set_epoch_deadline
+
 TICK_SECONDS = 0.005
 WASMTIME_VERSION = version("wasmtime")
 
@@ -34,6 +36,7 @@ class EpochTicker:
     def __init__(self, engine: wasmtime.Engine, tick: float = TICK_SECONDS) -> None:
         self._engine = engine
         self.tick = tick
+        self.epoch = 0  # the engine's epoch, counted after each increment (see EpochDeadline)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasm-epoch", daemon=True)
         self._thread.start()
@@ -41,6 +44,7 @@ class EpochTicker:
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
             self._engine.increment_epoch()
+            self.epoch += 1
 
     def ticks_for(self, cpu_ms: int) -> int:
         """Deadline in ticks for `cpu_ms`; one more because the current tick is partly gone."""
@@ -49,3 +53,27 @@ class EpochTicker:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class EpochDeadline:
+    """One store's CPU deadline: `ticks` epochs past the current one, renewed before each call.
+
+    Set within one tick, the deadline is the same absolute epoch wherever in the tick it is
+    set; so it is set again only once the ticker has counted a new epoch, and most calls cost
+    no foreign call for it. The ticker counts after incrementing, so a count that lags by one
+    leaves a deadline set in the previous tick, which still grants `ticks - 1` whole ticks: the
+    CPU time asked for, as the extra tick in `ticks_for` promises."""
+
+    __slots__ = ("_ctx_address", "_set_at", "_ticker", "_ticks")
+
+    def __init__(self, ctx_address: int, ticker: EpochTicker, ticks: int) -> None:
+        self._ctx_address = ctx_address
+        self._ticker = ticker
+        self._ticks = ticks
+        self._set_at = -1
+
+    def renew(self) -> None:
+        epoch = self._ticker.epoch
+        if epoch != self._set_at:
+            set_epoch_deadline(self._ctx_address, self._ticks)
+            self._set_at = epoch

@@ -17,6 +17,7 @@ class WasmtimePlugin(LoadedPlugin):
     def __init__(self, manifest: Manifest, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
         super().__init__(manifest)
         self.engine = engine
+        self.ticker = ticker
         self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
 
     def check_instantiates(self) -> None:
