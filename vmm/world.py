@@ -32,6 +32,7 @@ from vmm.capabilities import interface_id
 from vmm.events import (
     CLOSE,
     FORWARD,
+    HTTP_FORWARD,
     RESET,
     Close,
     Event,
@@ -161,8 +162,22 @@ def _lift_tcp(mem: Memory, raw: int | None) -> TcpVerdict:
     raise AbiError(f"variant tag {tag} is out of range (4 cases)")
 
 
+# http-verdict in memory: tag u8 @0, forward's mutation @4: set-headers (pointer, length),
+# remove-headers (pointer, length), the body option's tag u8 @20. The most common verdict,
+# forward with nothing changed, is all zeros there: read in one piece, and recognised.
+_HTTP_FORWARD_LAYOUT = struct.Struct("<B3xIIIIB")
+_UNCHANGED = (0, 0, 0, 0, 0, 0)
+assert (HTTP_VERDICT.payload_offset, MUTATION.offsets) == (4, [0, 8, 16])
+
+
 def _lift_http(mem: Memory, raw: int | None) -> HttpVerdict:
-    return http_verdict(*HTTP_VERDICT.load(mem, (raw or 0) & 0xFFFFFFFF))
+    ptr = (raw or 0) & 0xFFFFFFFF
+    try:
+        if _HTTP_FORWARD_LAYOUT.unpack(mem.read(ptr, _HTTP_FORWARD_LAYOUT.size)) == _UNCHANGED:
+            return HTTP_FORWARD
+    except AbiError:
+        pass  # the full lifting below says what is wrong
+    return http_verdict(*HTTP_VERDICT.load(mem, ptr))
 
 
 def _lift_nothing(mem: Memory, raw: int | None) -> None:

@@ -3,6 +3,7 @@ refusal of what a hostile plugin could hand back."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -22,7 +23,15 @@ from vmm.canonical import (
 )
 from vmm.capabilities.shared_state import STATE_ERROR
 from vmm.events import Direction, HttpHeaders, HttpTrailers
-from vmm.world import EXPORTS, FIELDS, HTTP_VERDICT, MUTATION, STREAM_INFO, TCP_VERDICT
+from vmm.world import (
+    EXPORTS,
+    FIELDS,
+    HTTP_VERDICT,
+    MUTATION,
+    STREAM_INFO,
+    TCP_VERDICT,
+    http_verdict,
+)
 
 
 class FlatMemory:
@@ -137,3 +146,31 @@ def test_header_events_lay_fields_out_as_the_generic_lowering_does(fields: tuple
     lowered = list(EXPORTS[type(event(fields))].lower(packed, event(fields)))
     assert lowered[:3] == [1, *fields_flat]
     assert packed.data == generic.data and packed.allocations == generic.allocations
+
+
+@pytest.mark.parametrize("layout", [
+    bytes(32),  # forward, nothing changed: recognised without lifting it field by field
+    b"\0\xaa\xbb\xcc" + bytes(16) + b"\0\xdd\xee\xff" + b"\x07" * 8,  # padding, unused body
+    b"\0" + bytes(3) + (2049).to_bytes(4, "little") + bytes(24),  # empty list, odd pointer
+    b"\0" + bytes(19) + b"\1" + bytes(3) + (2048).to_bytes(4, "little") + (3).to_bytes(4, "little"),
+    b"\1" + bytes(3) + (404).to_bytes(2, "little") + bytes(26),  # respond
+    b"\2" + bytes(31),  # no such case
+])
+def test_http_verdicts_lift_as_the_generic_lifting_does(layout: bytes) -> None:
+    memory = FlatMemory()
+    memory.data[1000:1000 + len(layout)] = layout
+    memory.data[2048:2051] = b"abc"
+    lift = EXPORTS[HttpHeaders].lift
+    try:
+        expected = http_verdict(*HTTP_VERDICT.load(memory, 1000))
+    except AbiError as error:
+        with pytest.raises(AbiError, match=re.escape(str(error))):
+            lift(memory, 1000)
+    else:
+        assert lift(memory, 1000) == expected
+
+
+def test_an_http_verdict_at_the_end_of_memory_is_refused_the_same_way() -> None:
+    memory = FlatMemory(size=1024)
+    with pytest.raises(AbiError):
+        EXPORTS[HttpHeaders].lift(memory, 1024 - 8)
