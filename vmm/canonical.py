@@ -132,6 +132,15 @@ class _PointerLength(ValType):
         return list(self._lower(mem, value))
 
 
+def lower_buffer(mem: Memory, data: bytes) -> tuple[int, int]:
+    """A string's or list<u8>'s bytes in memory: (pointer, length); nothing for none."""
+    if not data:
+        return 0, 0
+    ptr = mem.realloc(1, len(data))
+    mem.write(ptr, data)
+    return ptr, len(data)
+
+
 class _Buffer(_PointerLength):
     """string and list<u8>: the bytes themselves."""
 
@@ -147,12 +156,7 @@ class _Buffer(_PointerLength):
             raise AbiError(f"string is not valid UTF-8: {exc.reason}") from None
 
     def _lower(self, mem: Memory, value: Any) -> tuple[int, int]:
-        data = value.encode("utf-8") if self.text else bytes(value)
-        if not data:
-            return 0, 0
-        ptr = mem.realloc(1, len(data))
-        mem.write(ptr, data)
-        return ptr, len(data)
+        return lower_buffer(mem, value.encode("utf-8") if self.text else bytes(value))
 
 
 class Bytes(_Buffer):

@@ -27,6 +27,7 @@ from vmm.canonical import (
     Signature,
     Tuple,
     Variant,
+    lower_buffer,
 )
 from vmm.capabilities import interface_id
 from vmm.events import (
@@ -129,8 +130,9 @@ def _lower_fields(mem: Memory, fields: Sequence[tuple[str, bytes]]) -> tuple[int
     records = bytearray(len(fields) * _FIELD_RECORD.size)
     array = mem.realloc(FIELDS.element.align, len(records))
     for i, (name, value) in enumerate(fields):
-        _FIELD_RECORD.pack_into(records, i * _FIELD_RECORD.size, *STRING.lower_flat(mem, name),
-                                *BYTES.lower_flat(mem, value))
+        _FIELD_RECORD.pack_into(records, i * _FIELD_RECORD.size,
+                                *lower_buffer(mem, name.encode("utf-8")),
+                                *lower_buffer(mem, bytes(value)))
     mem.write(array, bytes(records))
     return array, len(fields)
 
