@@ -48,7 +48,6 @@ from vmm.events import (
     Replace,
     Reset,
     Respond,
-    StreamInfo,
     TcpClose,
     TcpData,
     TcpOpen,
@@ -101,40 +100,47 @@ class Export:
         return f"cabi_post_{self.core_name}"
 
 
-def info_value(info: StreamInfo) -> tuple[str, str, list[tuple[str, str]]]:
-    return (info.source_address, info.destination_address, list(info.metadata))
+# The lowerings below are what STREAM_INFO, BYTES and FIELDS.lower_flat do, written out: the
+# same allocations in the same order, the same bytes (tests/unit/test_canonical.py checks),
+# without the generic layers on every event. A list of pairs is an array of records (first
+# pointer, first length, second pointer, second length), allocated before the strings, packed
+# here and written in one piece instead of four writes a pair.
+_PAIR_RECORD = struct.Struct("<IIII")
+assert FIELDS.stride == STREAM_INFO.fields[2].stride == _PAIR_RECORD.size
+
+
+def _lower_pairs(mem: Memory, pairs: Sequence[tuple[str, Any]], text_values: bool
+                 ) -> tuple[int, int]:
+    if not pairs:
+        return 0, 0
+    records = bytearray(len(pairs) * _PAIR_RECORD.size)
+    array = mem.realloc(FIELDS.element.align, len(records))
+    for i, (name, value) in enumerate(pairs):
+        _PAIR_RECORD.pack_into(records, i * _PAIR_RECORD.size,
+                               *lower_buffer(mem, name.encode("utf-8")),
+                               *lower_buffer(mem, value.encode("utf-8") if text_values
+                                             else bytes(value)))
+    mem.write(array, bytes(records))
+    return array, len(pairs)
 
 
 def _lower_open(mem: Memory, event: TcpOpen | HttpOpen) -> Sequence[int]:
-    return STREAM_INFO.lower_flat(mem, info_value(event.info))
+    info = event.info
+    return (*lower_buffer(mem, info.source_address.encode("utf-8")),
+            *lower_buffer(mem, info.destination_address.encode("utf-8")),
+            *_lower_pairs(mem, info.metadata, text_values=True))
 
 
 def _lower_data(mem: Memory, event: TcpData) -> Sequence[int]:
-    return (event.direction, *BYTES.lower_flat(mem, event.data), event.end_of_stream)
+    return (event.direction, *lower_buffer(mem, bytes(event.data)), event.end_of_stream)
 
 
 def _lower_body(mem: Memory, event: HttpBody) -> Sequence[int]:
-    return (event.direction, *BYTES.lower_flat(mem, event.body), event.end_of_stream)
-
-
-# fields in memory: an array of records (name pointer, name length, value pointer, value
-# length), allocated before the strings, as FIELDS.lower_flat does it; packed here and written
-# in one piece instead of four writes a header.
-_FIELD_RECORD = struct.Struct("<IIII")
-assert FIELDS.stride == _FIELD_RECORD.size
+    return (event.direction, *lower_buffer(mem, bytes(event.body)), event.end_of_stream)
 
 
 def _lower_fields(mem: Memory, fields: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
-    if not fields:
-        return 0, 0
-    records = bytearray(len(fields) * _FIELD_RECORD.size)
-    array = mem.realloc(FIELDS.element.align, len(records))
-    for i, (name, value) in enumerate(fields):
-        _FIELD_RECORD.pack_into(records, i * _FIELD_RECORD.size,
-                                *lower_buffer(mem, name.encode("utf-8")),
-                                *lower_buffer(mem, bytes(value)))
-    mem.write(array, bytes(records))
-    return array, len(fields)
+    return _lower_pairs(mem, fields, text_values=False)
 
 
 def _lower_headers(mem: Memory, event: HttpHeaders) -> Sequence[int]:

@@ -22,7 +22,17 @@ from vmm.canonical import (
     Tuple,
 )
 from vmm.capabilities.shared_state import STATE_ERROR
-from vmm.events import Direction, HttpHeaders, HttpTrailers
+from vmm.events import (
+    Direction,
+    Event,
+    HttpBody,
+    HttpHeaders,
+    HttpOpen,
+    HttpTrailers,
+    StreamInfo,
+    TcpData,
+    TcpOpen,
+)
 from vmm.world import (
     EXPORTS,
     FIELDS,
@@ -174,3 +184,25 @@ def test_an_http_verdict_at_the_end_of_memory_is_refused_the_same_way() -> None:
     memory = FlatMemory(size=1024)
     with pytest.raises(AbiError):
         EXPORTS[HttpHeaders].lift(memory, 1024 - 8)
+
+
+INFO = StreamInfo("10.0.0.1:5000", "", (("x-hyperfilter-chain", "c"), ("x-t\u00e9", "")))
+
+
+@pytest.mark.parametrize(("event", "generic"), [
+    (TcpData(Direction.INBOUND, b"bytes", True), lambda m: [0, *BYTES.lower_flat(m, b"bytes"), 1]),
+    (TcpData(Direction.OUTBOUND, b"", False), lambda m: [1, 0, 0, 0]),
+    (HttpBody(Direction.OUTBOUND, b"body", False), lambda m: [1, *BYTES.lower_flat(m, b"body"),
+                                                              0]),
+    (TcpOpen(INFO), lambda m: STREAM_INFO.lower_flat(m, (INFO.source_address,
+                                                         INFO.destination_address,
+                                                         list(INFO.metadata)))),
+    (HttpOpen(StreamInfo()), lambda m: STREAM_INFO.lower_flat(m, ("", "", []))),
+])
+def test_events_are_lowered_as_the_generic_lowering_does(event: Event,
+                                                         generic: Callable) -> None:
+    expected_memory, memory = FlatMemory(), FlatMemory()
+    expected = list(generic(expected_memory))
+    assert list(EXPORTS[type(event)].lower(memory, event)) == expected
+    assert memory.data == expected_memory.data
+    assert memory.allocations == expected_memory.allocations
