@@ -8,7 +8,8 @@
  * (`hyperfilter plugin build DIR` does this.)
  *
  * Memory: everything the host hands a hook, and everything allocated with hf_alloc(), lives
- * in an arena that is emptied after each event. Keep state across events in static storage.
+ * in an arena that is emptied when the next event begins. Keep state across events in static
+ * storage.
  * Event arguments mostly arrive in a buffer this module lends the host (`hyperfilter_input`,
  * an extension of the canonical ABI that saves a cabi_realloc call per string and list).
  */
