@@ -27,9 +27,8 @@ class QuietWork:
         self._loop = loop
         self._quiet = quiet
         self._longest_wait = longest_wait
-        self._queue: deque[Callable[[], object]] = deque()
+        self._queue: deque[tuple[float, Callable[[], object]]] = deque()  # (queued at, work)
         self._last_activity = loop.time()
-        self._waiting_since = 0.0
         self._scheduled = False
 
     def activity(self) -> None:
@@ -37,37 +36,45 @@ class QuietWork:
         self._last_activity = self._loop.time()
 
     def defer(self, work: Callable[[], object]) -> None:
-        self._queue.append(work)
+        self._queue.append((self._loop.time(), work))
         if not self._scheduled:
             self._scheduled = True
-            self._waiting_since = self._loop.time()
             self._loop.call_later(self._quiet, self._run_next)
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def _run_next(self) -> None:
+        """One piece if the worker is quiet; every piece past its longest wait if not, so
+        that under constant load the queue never holds more than that wait's worth."""
         if not self._queue:  # run_all got there first
             self._scheduled = False
             return
         now = self._loop.time()
         quiet_for = now - self._last_activity
-        if quiet_for < self._quiet and now - self._waiting_since < self._longest_wait:
-            self._loop.call_later(self._quiet - quiet_for, self._run_next)
-            return
-        work = self._queue.popleft()
-        try:
-            work()
-        except Exception:  # one failed piece must not strand the rest
-            log.exception("deferred work failed")
+        overdue_in = self._queue[0][0] + self._longest_wait - now
+        if overdue_in > 0:
+            if quiet_for < self._quiet:
+                self._loop.call_later(min(self._quiet - quiet_for, overdue_in), self._run_next)
+                return
+            self._run(self._queue.popleft()[1])
+        else:
+            while self._queue and self._queue[0][0] + self._longest_wait <= now:
+                self._run(self._queue.popleft()[1])
         if self._queue:
-            self._waiting_since = now
             self._loop.call_soon(self._run_next)  # after the I/O that is ready, if any
         else:
             self._scheduled = False
 
+    @staticmethod
+    def _run(work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception:  # one failed piece must not strand the rest
+            log.exception("deferred work failed")
+
     def run_all(self) -> None:
         """Everything queued, now (the server is stopping)."""
         while self._queue:
-            self._queue.popleft()()
+            self._run(self._queue.popleft()[1])
         self._scheduled = False

@@ -96,3 +96,17 @@ def test_run_all_empties_the_queue_and_a_late_timer_finds_nothing() -> None:
     work.defer(lambda: done.append(2))  # scheduling works again afterwards
     loop.advance(0.002)
     assert done == [1, 2]
+
+
+def test_under_constant_load_the_queue_holds_no_more_than_the_longest_waits_worth() -> None:
+    loop = ClockLoop()
+    work = quiet_work(loop)
+    done: list[float] = []
+    for _ in range(400):  # for 200 ms: bytes and three new pieces of work every 0.5 ms
+        for _ in range(3):
+            queued_at = loop.now
+            work.defer(lambda queued_at=queued_at: done.append(loop.now - queued_at))
+        work.activity()
+        loop.advance(0.0005)
+    assert len(work) <= 3 * (0.010 / 0.0005 + 1)
+    assert len(done) >= 3 * 400 - 3 * (0.010 / 0.0005 + 1) and max(done) <= 0.0105
