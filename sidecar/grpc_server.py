@@ -19,6 +19,7 @@ import hpack
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
+from sidecar.header_blocks import Headers
 from sidecar.http2 import Connection
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class GrpcServer:
         self._server: asyncio.Server | None = None
 
     def _open(self, connection: Connection, stream_id: int,
-              headers: list[tuple[str, str]]) -> Call:
+              headers: Headers) -> Call:
         path = next((v for k, v in headers if k == ":path"), "")
         metadata = tuple((k, v) for k, v in headers if not k.startswith(":"))
         opener = self._methods.get(path)

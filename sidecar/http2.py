@@ -21,6 +21,8 @@ from typing import Protocol
 
 import hpack
 
+from sidecar.header_blocks import HeaderBlockDecoder, Headers
+
 log = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -75,7 +77,7 @@ class Stream:
         self.handler: StreamHandler | None = None
 
 
-Opener = Callable[["Connection", int, list[tuple[str, str]]], StreamHandler]
+Opener = Callable[["Connection", int, Headers], StreamHandler]
 
 
 class Connection(asyncio.Protocol):
@@ -85,8 +87,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, open_stream: Opener, on_bytes: Callable[[], None] = lambda: None) -> None:
         self._open_stream = open_stream
         self._on_bytes = on_bytes
-        self._decoder = hpack.Decoder()
-        self._decoder.max_header_list_size = MAX_HEADER_LIST
+        self._decoder = HeaderBlockDecoder(MAX_HEADER_LIST)
         self._buffer = b""
         self._preface_seen = False
         self._out: list[bytes] = []
@@ -223,7 +224,7 @@ class Connection(asyncio.Protocol):
 
     def _header_block_done(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
-            headers = [(str(k), str(v)) for k, v in self._decoder.decode(block)]
+            headers = self._decoder.decode(block)
         except hpack.HPACKError as error:  # the decoder's state is lost: the connection too
             raise ProtocolError(f"bad header block: {error}", 0x9) from None
         stream = self._streams.get(stream_id)
