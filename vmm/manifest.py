@@ -25,6 +25,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,13 @@ class Manifest:
     def wants(self, kind: EventKind) -> bool:
         return kind in self.events
 
+    @cached_property
+    def protocols(self) -> frozenset[str]:
+        """"tcp", "http": what its events are about (asked once per stream and plugin)."""
+        return frozenset(kind.protocol for kind in self.events)
+
     def handles(self, protocol: str) -> bool:
-        return any(kind.protocol == protocol for kind in self.events)
+        return protocol in self.protocols
 
 
 def config_value(value: Any, path: str) -> str:
