@@ -62,33 +62,30 @@ def leaves_table_alone(block: bytes) -> bool:
     return at == end
 
 
-def _skip_integer(block: bytes, at: int, prefix_bits: int) -> int:
-    """Past an integer with an N-bit prefix (RFC 7541, 5.1)."""
+def _integer(block: bytes, at: int, prefix_bits: int) -> tuple[int, int]:
+    """An integer with an N-bit prefix (RFC 7541, 5.1), and where the block goes on."""
     mask = (1 << prefix_bits) - 1
-    if block[at] & mask != mask:
-        return at + 1
+    value = block[at] & mask
     at += 1
-    while block[at] & 0x80:
+    if value < mask:
+        return value, at
+    shift = 0
+    while True:
+        byte = block[at]
+        value += (byte & 0x7F) << shift
+        shift += 7
         at += 1
-    return at + 1
+        if not byte & 0x80:
+            return value, at
+
+
+def _skip_integer(block: bytes, at: int, prefix_bits: int) -> int:
+    return _integer(block, at, prefix_bits)[1]
 
 
 def _skip_string(block: bytes, at: int) -> int:
     """Past a string literal: its length (7-bit prefix, after the Huffman flag), then it."""
-    mask = 0x7F
-    length = block[at] & mask
-    if length == mask:
-        shift, at = 0, at + 1
-        while True:
-            byte = block[at]
-            length += (byte & 0x7F) << shift
-            shift += 7
-            at += 1
-            if not byte & 0x80:
-                break
-        end = at + length
-    else:
-        end = at + 1 + length
-    if end > len(block):
+    length, at = _integer(block, at, 7)
+    if at + length > len(block):
         raise IndexError("string past the end of the block")
-    return end
+    return at + length
