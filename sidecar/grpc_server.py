@@ -14,13 +14,12 @@ import logging
 import socket
 from collections.abc import Callable, Mapping
 from typing import Protocol
+from urllib.parse import quote
 
-import hpack
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from sidecar.header_blocks import Headers
-from sidecar.http2 import Connection
+from sidecar.http2 import Connection, HeaderList, Headers, header_list
 
 log = logging.getLogger(__name__)
 Metadata = tuple[tuple[str, str], ...]
@@ -56,20 +55,18 @@ class CallHandler(Protocol):
 Opener = Callable[[Metadata], CallHandler]
 
 
-def _encode(headers: list[tuple[str, str]]) -> bytes:
-    """A header block that leaves HPACK's dynamic table alone, so it can be reused as is."""
-    return hpack.Encoder().encode([hpack.NeverIndexedHeaderTuple(k, v) for k, v in headers])
+_RESPONSE_FIELDS = ((":status", "200"), ("content-type", "application/grpc"))
+RESPONSE_HEADERS = header_list(_RESPONSE_FIELDS)
+OK_TRAILERS = header_list([("grpc-status", "0")])
+# gRPC's percent-encoding of grpc-message: printable ASCII stays, except '%' itself.
+_MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
-RESPONSE_HEADERS = _encode([(":status", "200"), ("content-type", "application/grpc")])
-OK_TRAILERS = _encode([("grpc-status", "0")])
-
-
-def status_trailers(status: Status, message: str, headers_sent: bool) -> bytes:
-    fields = [("grpc-status", str(int(status))), ("grpc-message", message.replace("\n", " "))]
+def status_trailers(status: Status, message: str, headers_sent: bool) -> HeaderList:
+    fields = [("grpc-status", str(int(status))), ("grpc-message", quote(message, _MESSAGE_SAFE))]
     if not headers_sent:  # trailers-only response
-        fields = [(":status", "200"), ("content-type", "application/grpc"), *fields]
-    return _encode(fields)
+        fields = [*_RESPONSE_FIELDS, *fields]
+    return header_list(fields)
 
 
 class Call:
@@ -123,7 +120,7 @@ class Call:
 
     def _send(self, response: bytes) -> None:
         if not self._headers_sent:
-            self._connection.send_headers(self._stream, RESPONSE_HEADERS)
+            self._connection.respond(self._stream, RESPONSE_HEADERS)
             self._headers_sent = True
         self._connection.send_data(
             self._stream, b"\0" + len(response).to_bytes(4, "big") + response)
@@ -133,7 +130,7 @@ class Call:
         self._handler.close()
         trailers = (OK_TRAILERS if status is Status.OK and self._headers_sent
                     else status_trailers(status, message, self._headers_sent))
-        self._connection.send_headers(self._stream, trailers, end_stream=True)
+        self._connection.finish(self._stream, trailers)
 
     def reject(self, status: Status, message: str) -> Call:
         """End the call before any message: a trailers-only response."""
