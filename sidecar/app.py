@@ -7,6 +7,7 @@ import gc
 import signal
 from collections.abc import Callable
 
+from sidecar.admission import Admission
 from sidecar.config import PluginEntry, SidecarConfig
 from sidecar.metrics import Metrics
 from sidecar.registry import Registry
@@ -36,7 +37,10 @@ class Sidecar:
         self.metrics_port: int | None = None
 
     async def start(self, listen: str | None = None) -> int:
-        self.server = SidecarServer(self.registry, self.observers)
+        admission = Admission(self.config.max_streams, self.config.max_sandboxes,
+                              lambda bound: self.metrics.refused.labels(bound).inc())
+        self.metrics.watch(admission)
+        self.server = SidecarServer(self.registry, admission, self.observers)
         self.port = await self.server.start(listen or self.config.listen)
         if self.config.metrics:
             self.metrics_port = self.metrics.serve(self.config.metrics)

@@ -6,6 +6,8 @@ form chains, and what happens when something fails.
     metrics = "127.0.0.1:9464"            # optional Prometheus endpoint (worker i: port + i)
     default-chain = "guard"               # for streams whose metadata names no chain
     default-failure-policy = "fail-closed"
+    max-streams = 100000                  # live Envoy streams per worker (default: from memory)
+    max-sandboxes = 20000                 # live sandboxes per worker (default: from memory)
 
     [plugins]
     tcp-blocker = "plugins/examples/tcp-blocker"      # a plugin directory, or a table:
@@ -22,11 +24,14 @@ form chains, and what happens when something fails.
     guard = ["tcp-blocker", "auth"]
 
 Relative paths start at the configuration file's directory. Every plugin is also a chain of
-one under its own name.
+one under its own name. A stream past `max-streams`, or needing sandboxes past
+`max-sandboxes`, is refused with gRPC status RESOURCE_EXHAUSTED (Envoy's `failure_mode_allow`
+decides what the connection or request then does).
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +43,23 @@ from vmm.tables import Table, TableError
 
 TIERS = ("wasmtime", "kvm")
 DEFAULT_CACHE_DIR = Path("~/.cache/hyperfilter").expanduser()
+# Defaults of the per-worker bounds, from the machine's memory shared by the workers: a live
+# stream without sandboxes costs a few KiB; a sandbox at least tens of KiB and up to its
+# plugin's memory-mb, so the default bound leaves each 1 MiB.
+MEMORY_PER_STREAM = 64 << 10
+MEMORY_PER_SANDBOX = 1 << 20
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_max_streams(workers: int) -> int:
+    return max(1, physical_memory() // workers // MEMORY_PER_STREAM)
+
+
+def default_max_sandboxes(workers: int) -> int:
+    return max(1, physical_memory() // workers // MEMORY_PER_SANDBOX)
 
 
 class ConfigError(Exception):
@@ -64,6 +86,8 @@ class SidecarConfig:
     cache_dir: Path = DEFAULT_CACHE_DIR
     default_chain: str | None = None
     default_failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
+    max_streams: int = field(default_factory=lambda: default_max_streams(1))
+    max_sandboxes: int = field(default_factory=lambda: default_max_sandboxes(1))
 
 
 def _path(base: Path, value: str) -> Path:
@@ -107,16 +131,19 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
     default_chain = table.get("default-chain", str) if table.has("default-chain") else None
     if default_chain is not None and default_chain not in chains and default_chain not in plugins:
         raise TableError(f"default-chain: unknown chain or plugin {default_chain!r}")
+    workers = table.get_positive("workers", SidecarConfig.workers)
     config = SidecarConfig(
         plugins=plugins,
         chains=chains,
         listen=table.get("listen", str, SidecarConfig.listen),
-        workers=table.get_positive("workers", SidecarConfig.workers),
+        workers=workers,
         metrics=table.get("metrics", str) if table.has("metrics") else None,
         cache_dir=_path(base, table.get("cache-dir", str, str(DEFAULT_CACHE_DIR))),
         default_chain=default_chain,
         default_failure_policy=table.get_choice(
             "default-failure-policy", FAILURE_POLICIES, FailurePolicy.FAIL_CLOSED),
+        max_streams=table.get_positive("max-streams", default_max_streams(workers)),
+        max_sandboxes=table.get_positive("max-sandboxes", default_max_sandboxes(workers)),
     )
     table.finish()
     return config

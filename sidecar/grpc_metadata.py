@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
+from sidecar.admission import Admission
 from sidecar.quiet_work import QuietWork
 from sidecar.registry import CHAIN_METADATA_KEY, Registry
 from sidecar.streams import Observer, StreamPlugins
@@ -24,20 +24,27 @@ def stream_metadata(headers: Metadata) -> Metadata:
                  if key not in _TRANSPORT and not key.endswith("-bin"))
 
 
-@dataclass(frozen=True)
 class StreamSetup:
-    """What every stream of one server is opened with."""
+    """What every stream of one server is opened with. `registry` is replaced on reload:
+    streams opened after that get the new plugins, open ones keep theirs."""
 
-    registry: Registry
-    observers: tuple[Observer, ...]
-    quiet_work: QuietWork
+    def __init__(self, registry: Registry, observers: tuple[Observer, ...],
+                 quiet_work: QuietWork, admission: Admission) -> None:
+        self.registry = registry
+        self.observers = observers
+        self.quiet_work = quiet_work
+        self.admission = admission
 
 
 def open_stream(setup: StreamSetup, headers: Metadata,
                 protocol: str) -> tuple[StreamPlugins, Metadata]:
-    """A new Envoy stream: the chain its metadata names, with fresh sandboxes."""
+    """The sandboxes of an Envoy stream, at its first message: the chain its metadata
+    names, each plugin in a fresh sandbox. Raises Refused past the worker's bound."""
     metadata = stream_metadata(headers)
     requested = next((value for key, value in metadata if key == CHAIN_METADATA_KEY), None)
     defer = asyncio.get_running_loop().call_soon  # after this message's response is written
-    return StreamPlugins(setup.registry.resolve(requested), protocol, setup.observers, defer,
-                         setup.quiet_work.defer), metadata
+    registry = setup.registry
+    plugins = StreamPlugins(registry.resolve(requested), protocol, setup.observers, defer,
+                            setup.quiet_work.defer, setup.admission, registry.stream_closed)
+    registry.stream_opened()
+    return plugins, metadata

@@ -192,6 +192,8 @@ class GrpcServer:
                 Status.UNIMPLEMENTED, f"unknown method {path}")
         try:
             return Call(connection, stream_id, opener(metadata))
+        except GrpcError as error:  # refused: over a bound, say
+            return Call(connection, stream_id, NoHandler()).reject(error.status, str(error))
         except Exception:
             log.exception("opening a call to %s failed", path)
             return Call(connection, stream_id, NoHandler()).reject(Status.INTERNAL,

@@ -119,10 +119,13 @@ class HttpStream:
 
 
 class HttpExtProcCall:
-    """One HTTP ext_proc stream: one HTTP request."""
+    """One HTTP ext_proc stream: one HTTP request. Its sandboxes are made when its first
+    message arrives."""
 
     def __init__(self, setup: StreamSetup, headers: Metadata) -> None:
-        self._plugins, self._metadata = open_stream(setup, headers, "http")
+        setup.admission.open_stream()
+        self._setup = setup
+        self._headers = headers
         self._stream: HttpStream | None = None
 
     def message(self, payload: bytes) -> bytes | None:
@@ -131,10 +134,13 @@ class HttpExtProcCall:
         except DecodeError:
             raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
         if self._stream is None:
-            session = HttpSession(self._plugins, stream_info(request, self._metadata))
-            self._stream = HttpStream(session, request)
+            plugins, metadata = open_stream(self._setup, self._headers, "http")
+            self._stream = HttpStream(HttpSession(plugins, stream_info(request, metadata)),
+                                      request)
         response = self._stream.respond(request)
         return None if request.observability_mode else response.SerializeToString()
 
     def close(self) -> None:
-        self._plugins.close()
+        if self._stream is not None:
+            self._stream.session.plugins.close()
+        self._setup.admission.close_stream()

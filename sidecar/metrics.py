@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
+from sidecar.admission import Admission
 from sidecar.streams import Decision, StreamPlugins
 from vmm.events import EventKind, Verdict
 
@@ -57,10 +58,22 @@ class Metrics:
                               ["plugin", "cause"], registry=r)
         # labels() costs microseconds: each combination's children are looked up once
         self._stream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self.refused = Counter("hyperfilter_refused_streams",
+                               "Streams refused past the worker's max-streams or max-sandboxes",
+                               ["bound"], registry=r)
+        self.live_streams = Gauge("hyperfilter_live_streams", "Envoy streams open now",
+                                  registry=r)
+        self.live_sandboxes = Gauge("hyperfilter_live_sandboxes", "Sandboxes of open streams",
+                                    registry=r)
         self.sandbox_seconds = Histogram(
             "hyperfilter_stream_sandboxes_seconds", "Time to create one stream's sandboxes",
             ["protocol"], registry=r,
             buckets=(25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3))
+
+    def watch(self, admission: Admission) -> None:
+        """The live gauges read the worker's admission counts when scraped."""
+        self.live_streams.set_function(lambda: admission.streams)
+        self.live_sandboxes.set_function(lambda: admission.sandboxes)
 
     # the `metrics` capability's sink
     def add(self, plugin: str, name: str, delta: int) -> None:

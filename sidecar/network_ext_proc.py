@@ -45,18 +45,26 @@ def tcp_response(session: TcpSession, request: pb.ProcessingRequest) -> pb.Proce
 
 
 class NetworkExtProcCall:
-    """One network ext_proc stream: one TCP connection."""
+    """One network ext_proc stream: one TCP connection. Its sandboxes are made when its first
+    message arrives."""
 
     def __init__(self, setup: StreamSetup, headers: Metadata) -> None:
-        plugins, metadata = open_stream(setup, headers, "tcp")
-        self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
+        setup.admission.open_stream()
+        self._setup = setup
+        self._headers = headers
+        self.session: TcpSession | None = None
 
     def message(self, payload: bytes) -> bytes:
         try:
             request = pb.ProcessingRequest.FromString(payload)
         except DecodeError:
             raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
+        if self.session is None:
+            plugins, metadata = open_stream(self._setup, self._headers, "tcp")
+            self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
         return tcp_response(self.session, request).SerializeToString()
 
     def close(self) -> None:
-        self.session.close()
+        if self.session is not None:
+            self.session.close()
+        self._setup.admission.close_stream()

@@ -44,6 +44,8 @@ class Registry:
         self.chains = dict(chains)
         self.default_chain = default_chain
         self.default_policy = default_policy
+        self.live_streams = 0  # streams running on this registry's plugins
+        self._retired = False
 
     @classmethod
     def load(cls, config: SidecarConfig, backend_for: Callable[[PluginEntry], Backend],
@@ -61,6 +63,20 @@ class Registry:
         for name, members in config.chains.items():
             chains[name] = Chain(name, tuple(links[member] for member in members))
         return cls(chains, config.default_chain, config.default_failure_policy)
+
+    def stream_opened(self) -> None:
+        self.live_streams += 1
+
+    def stream_closed(self) -> None:
+        self.live_streams -= 1
+        if self._retired and not self.live_streams:
+            self.close()
+
+    def retire(self) -> None:
+        """Replaced (a reload): closed now if no stream uses it, else when the last one ends."""
+        self._retired = True
+        if not self.live_streams:
+            self.close()
 
     def close(self) -> None:
         for chain in self.chains.values():

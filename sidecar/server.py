@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sidecar import http_ext_proc, network_ext_proc
+from sidecar.admission import Admission
 from sidecar.grpc_metadata import Metadata, StreamSetup
 from sidecar.grpc_server import GrpcServer
 from sidecar.quiet_work import QuietWork
@@ -13,10 +14,11 @@ from sidecar.streams import Observer
 
 
 class SidecarServer:
-    def __init__(self, registry: Registry, observers: tuple[Observer, ...] = ()) -> None:
+    def __init__(self, registry: Registry, admission: Admission,
+                 observers: tuple[Observer, ...] = ()) -> None:
         """Made on the event loop that will serve it."""
         self.quiet_work = QuietWork(asyncio.get_running_loop())
-        setup = StreamSetup(registry, observers, self.quiet_work)
+        self.setup = setup = StreamSetup(registry, observers, self.quiet_work, admission)
 
         def tcp(headers: Metadata) -> network_ext_proc.NetworkExtProcCall:
             return network_ext_proc.NetworkExtProcCall(setup, headers)

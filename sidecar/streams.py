@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from sidecar.admission import Admission, Refused, unbounded
 from sidecar.registry import Chain, ChainLink
 from vmm.errors import SandboxFault
 from vmm.events import Direction, Event, EventKind, Verdict, kind_of
@@ -72,14 +73,20 @@ class Link:
 class StreamPlugins:
     def __init__(self, chain: Chain, protocol: str, observers: tuple[Observer, ...] = (),
                  defer: Deferral = lambda work: work(),
-                 when_quiet: Deferral = lambda work: work()) -> None:
+                 when_quiet: Deferral = lambda work: work(),
+                 admission: Admission | None = None,
+                 on_close: Callable[[], None] = lambda: None) -> None:
         """`defer(work)` runs `work` after the response to the current message is sent (the
         server passes its event loop's `call_soon`); `when_quiet(work)` once the worker is idle
         (sidecar/quiet_work.py): making spare sandboxes, destroying finished ones. By default
-        both run `work` at once."""
+        both run `work` at once. Each sandbox counts against `admission` while it lives
+        (raises Refused past its bound, with nothing taken); `on_close()` runs once, at
+        `close`."""
         self.id = next(_stream_ids)
         self._defer = defer
         self._when_quiet = when_quiet
+        self._admission = admission or unbounded()
+        self._on_close: Callable[[], None] | None = on_close
         self.chain = chain
         self.protocol = protocol
         self._observers = observers
@@ -90,20 +97,26 @@ class StreamPlugins:
                 self.failure = StreamFailed(chain.refusal)
         self.links: list[Link] = []
         start = time.perf_counter()
-        for position, link in enumerate(chain.links):
-            if link.plugin.manifest.handles(protocol):
-                self.links.append(Link(position, link, self._new_sandbox(link)))
+        try:
+            for position, link in enumerate(chain.links):
+                if link.plugin.manifest.handles(protocol):
+                    self.links.append(Link(position, link, self._new_sandbox(link)))
+        except Refused:
+            self.close()
+            raise
         self.creation_seconds = time.perf_counter() - start
         self.outbound = list(reversed(self.links))
         for observer in observers:
             observer.stream_started(self)
 
     def _new_sandbox(self, link: ChainLink) -> Sandbox | None:
+        self._admission.take_sandbox()
         try:
             sandbox = link.pool.take()
             self._when_quiet(link.pool.refill)
             return sandbox
         except SandboxFault as fault:
+            self._admission.give_back_sandbox()
             self._report_fault(link.name, link.policy, fault, "creating its sandbox")
             if link.policy is FailurePolicy.FAIL_CLOSED and self.failure is None:
                 self.failure = StreamFailed(str(fault))
@@ -151,7 +164,11 @@ class StreamPlugins:
         if link.sandbox is not None:
             self._when_quiet(link.sandbox.close)  # it takes no more events from now
             link.sandbox = None
+            self._admission.give_back_sandbox()
 
     def close(self) -> None:
         for link in self.links:
             self._drop(link)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
