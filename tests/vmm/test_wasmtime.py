@@ -21,6 +21,7 @@ from vmm.events import (
     Respond,
     TcpData,
 )
+from vmm.wasmtime.engine import reservation_for
 
 IN = Direction.INBOUND
 
@@ -71,3 +72,23 @@ def test_an_ungranted_import_of_a_component_is_refused(tmp_path: Path,
     manifest.write_text(manifest.read_text().replace("[grants.log]\nrate = 5\n", ""))
     with pytest.raises(UngrantedImportError, match=re.escape("hyperfilter:plugin/log@0.1.0")):
         load_wasmtime(component)
+
+
+def address_space() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmSize:\s+(\d+) kB", status).group(1)) << 10  # type: ignore[union-attr]
+
+
+def test_live_sandboxes_reserve_address_space_in_proportion_to_their_memory_limit(
+        load_wasmtime: Loader) -> None:
+    """wasmtime's default reservation (4 GiB and guards per memory) ran out of address space
+    at about 20,000 live sandboxes."""
+    plugin = load_wasmtime("pass-through")
+    reservation = reservation_for(plugin.manifest.limits.memory_bytes)
+    assert reservation < 1 << 30
+    before = address_space()
+    sandboxes = [plugin.new_sandbox() for _ in range(200)]
+    per_sandbox = (address_space() - before) / len(sandboxes)
+    for sandbox in sandboxes:
+        sandbox.close()
+    assert reservation <= per_sandbox < 2 * reservation

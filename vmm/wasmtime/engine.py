@@ -1,4 +1,5 @@
-"""The shared wasmtime Engine, and the epoch ticker that bounds each event's CPU time."""
+"""The wasmtime Engines (one per linear-memory reservation), and the epoch ticker that bounds
+each event's CPU time."""
 
 from __future__ import annotations
 
@@ -12,38 +13,57 @@ from vmm.wasmtime.raw import set_epoch_deadline
 
 TICK_SECONDS = 0.005
 WASMTIME_VERSION = version("wasmtime")
+# Past the end of each reservation: offsets up to this need no bounds check of their own.
+GUARD_BYTES = 64 << 10
+SMALLEST_RESERVATION = 1 << 20
 
 
-def new_engine() -> wasmtime.Engine:
+def reservation_for(memory_limit: int) -> int:
+    """Address space a sandbox's linear memory reserves: its plugin's limit, rounded up to a
+    power of two (so that plugins share few engines). wasmtime's default, 4 GiB each plus
+    guards, ran out of address space at about 20,000 live sandboxes; this is in proportion
+    to memory-mb, at the cost of explicit bounds checks in the compiled code."""
+    return max(SMALLEST_RESERVATION, 1 << (memory_limit - 1).bit_length())
+
+
+def new_engine(reservation: int) -> wasmtime.Engine:
     config = wasmtime.Config()
     config.epoch_interruption = True  # cheaper than fuel, and needs no per-call bookkeeping
     config.cranelift_opt_level = "speed"
-    # Linear memories stay at one address for their life (vmm/wasmtime/raw.py reads it once);
-    # they may still grow within their reservation, which is far above any plugin's limit.
+    # Linear memories stay at one address for their life (vmm/wasmtime/raw.py reads it once)
+    # and grow within their reservation, which covers the plugin's whole limit.
     config.memory_may_move = False
+    config.memory_reservation = reservation
+    config.memory_reservation_for_growth = 0
+    config.memory_guard_size = GUARD_BYTES
     return wasmtime.Engine(config)
 
 
 def runtime_fingerprint() -> str:
-    """What compiled code depends on, so the compile cache never serves stale artifacts."""
-    return f"wasmtime-{WASMTIME_VERSION}-epoch-fixed-memory"
+    """What compiled code depends on, so the compile cache never serves stale artifacts (the
+    reservation, too, names the artifact: see WasmtimeBackend)."""
+    return f"wasmtime-{WASMTIME_VERSION}-epoch-fixed-memory-guard-{GUARD_BYTES}"
 
 
 class EpochTicker:
-    """Advances the engine's epoch every tick; a store whose deadline passes traps with
+    """Advances every engine's epoch each tick; a store whose deadline passes traps with
     INTERRUPT. Wasm runs with the GIL released, so the ticker runs while a plugin loops."""
 
-    def __init__(self, engine: wasmtime.Engine, tick: float = TICK_SECONDS) -> None:
-        self._engine = engine
+    def __init__(self, tick: float = TICK_SECONDS) -> None:
+        self._engines: list[wasmtime.Engine] = []
         self.tick = tick
         self.epoch = 0  # the engine's epoch, counted after each increment (see EpochDeadline)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasm-epoch", daemon=True)
         self._thread.start()
 
+    def add(self, engine: wasmtime.Engine) -> None:
+        self._engines = [*self._engines, engine]  # a new list: the thread iterates the old
+
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
-            self._engine.increment_epoch()
+            for engine in self._engines:
+                engine.increment_epoch()
             self.epoch += 1
 
     def ticks_for(self, cpu_ms: int) -> int:
