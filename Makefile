@@ -6,9 +6,16 @@ INSTALLED := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test bench plugins toolchain lint clean
+.PHONY: demo test bench plugins toolchain system lint clean
 
-$(INSTALLED): pyproject.toml
+# The HTTP/2 engine, libnghttp2, from Debian: a build with the fixes for CVE-2023-44487 (Rapid
+# Reset) and CVE-2024-28182 (CONTINUATION flood), which sidecar/nghttp2.py checks for.
+system:
+	@$(PYTHON) -c "import ctypes; ctypes.CDLL('libnghttp2.so.14').nghttp2_option_set_max_continuations" \
+	  2>/dev/null || ( echo "installing libnghttp2-14 from Debian" && $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnghttp2-14 )
+
+$(INSTALLED): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[plugins,dev,bench]"
