@@ -9,21 +9,28 @@ so there is no coroutine, queue or thread hop per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import errno
 import logging
 import socket
+import weakref
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from ssl import SSLContext
 from typing import Protocol
 from urllib.parse import quote
 
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from sidecar.http2 import Connection, HeaderList, Headers, header_list
+from sidecar.http2 import MAX_STREAM_MESSAGE, Connection, HeaderList, Headers, header_list
 
 log = logging.getLogger(__name__)
 Metadata = tuple[tuple[str, str], ...]
-MAX_MESSAGE = 64 << 20  # Envoy sends a buffered body as one message
+# The largest message taken (gRPC's usual default; Envoy sends a BUFFERED body as one
+# message, and buffers at most its per-connection buffer limit, 1 MiB by default).
+MAX_MESSAGE = MAX_STREAM_MESSAGE
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
@@ -70,9 +77,12 @@ def status_trailers(status: Status, message: str, headers_sent: bool) -> HeaderL
 
 
 class Call:
-    """One gRPC call on one HTTP/2 stream."""
+    """One gRPC call on one HTTP/2 stream. Its bytes count as processed for the stream's
+    flow-control window once the message they belong to has been handled; a message declared
+    but incomplete holds a reservation against the connection's budget until it is whole."""
 
-    __slots__ = ("_buffer", "_connection", "_done", "_handler", "_headers_sent", "_stream")
+    __slots__ = ("_buffer", "_connection", "_done", "_handler", "_headers_sent", "_reserved",
+                 "_stream")
 
     def __init__(self, connection: Connection, stream_id: int, handler: CallHandler) -> None:
         self._connection = connection
@@ -81,18 +91,18 @@ class Call:
         self._buffer = bytearray()
         self._headers_sent = False
         self._done = False
+        self._reserved = 0  # bytes of the incomplete message in the buffer, once declared
 
     def data(self, payload: bytes, end_stream: bool) -> None:
         if self._done:
+            self._connection.consumed(self._stream, len(payload))
             return
         buffer = self._buffer
         try:
             if not buffer and len(payload) >= 5 and not payload[0] \
                     and int.from_bytes(payload[1:5], "big") == len(payload) - 5:
                 # the usual case: exactly one whole message in this DATA frame, no copying
-                response = self._handler.message(payload[5:])
-                if response is not None:
-                    self._send(response)
+                self._handle(payload[5:], len(payload))
                 payload = b""
             buffer += payload
             while len(buffer) >= 5:
@@ -102,12 +112,12 @@ class Call:
                 if length > MAX_MESSAGE:
                     raise GrpcError(Status.RESOURCE_EXHAUSTED, f"a {length}-byte message")
                 if len(buffer) < 5 + length:
+                    self._reserve(5 + length)
                     break
                 message = bytes(buffer[5:5 + length])
                 del buffer[:5 + length]
-                response = self._handler.message(message)
-                if response is not None:
-                    self._send(response)
+                self._release()
+                self._handle(message, 5 + length)
         except GrpcError as error:
             self._finish(error.status, str(error))
             return
@@ -118,6 +128,24 @@ class Call:
         if end_stream:
             self._finish(Status.OK, "")
 
+    def _handle(self, message: bytes, size: int) -> None:
+        """One whole message (`size` bytes on the wire, framing included)."""
+        response = self._handler.message(message)
+        if response is not None:
+            self._send(response)
+        self._connection.consumed(self._stream, size)
+
+    def _reserve(self, size: int) -> None:
+        if size > self._reserved:
+            if not self._connection.reserve(size - self._reserved):
+                raise GrpcError(Status.RESOURCE_EXHAUSTED, "too many bytes of incomplete "
+                                "messages on this connection")
+            self._reserved = size
+
+    def _release(self) -> None:
+        self._connection.release(self._reserved)
+        self._reserved = 0
+
     def _send(self, response: bytes) -> None:
         if not self._headers_sent:
             self._connection.respond(self._stream, RESPONSE_HEADERS)
@@ -127,6 +155,7 @@ class Call:
 
     def _finish(self, status: Status, message: str) -> None:
         self._done = True
+        self._release()
         self._handler.close()
         trailers = (OK_TRAILERS if status is Status.OK and self._headers_sent
                     else status_trailers(status, message, self._headers_sent))
@@ -140,6 +169,7 @@ class Call:
     def reset(self) -> None:
         if not self._done:
             self._done = True
+            self._release()
             self._handler.close()
 
 
@@ -181,6 +211,9 @@ class GrpcServer:
         self._methods = {**methods, HEALTH_CHECK: lambda metadata: HealthCheck(services)}
         self._on_bytes = on_bytes
         self._server: asyncio.Server | None = None
+        # Weakly held: a TLS connection whose handshake fails is never made, so never closed.
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._unix_socket: tuple[Path, int] | None = None  # the socket file bound, its inode
 
     def _open(self, connection: Connection, stream_id: int,
               headers: Headers) -> Call:
@@ -199,14 +232,90 @@ class GrpcServer:
             return Call(connection, stream_id, NoHandler()).reject(Status.INTERNAL,
                                                                    "internal error")
 
-    async def start(self, host: str, port: int) -> int:
+    # --- listening and draining ---------------------------------------------------------
+
+    # How often a drain looks at its connections (and drains ones whose TLS handshake ended).
+    DRAIN_POLL_SECONDS = 0.05
+    # After the drain deadline: how long the connections closed then may take to go.
+    CLOSE_GRACE_SECONDS = 1.0
+
+    async def start(self, host: str | None, port: int, ssl: SSLContext | None = None) -> int:
+        """Listen on TCP (port 0: any free one), with TLS when `ssl` is given; returns the
+        port."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(self._open, self._on_bytes), host, port, family=socket.AF_UNSPEC,
-            backlog=1024)
+            self._connection, host, port, family=socket.AF_UNSPEC, backlog=1024, ssl=ssl)
         return self._server.sockets[0].getsockname()[1]
 
+    async def start_unix(self, path: Path, ssl: SSLContext | None = None) -> None:
+        """Listen on a Unix domain socket at `path`, with TLS when `ssl` is given. A socket
+        file left there by a process that is gone is replaced; one that a live process
+        listens on is not (OSError)."""
+        self._refuse_if_served(path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(self._connection, str(path),
+                                                     backlog=1024, ssl=ssl)
+        self._unix_socket = (path, path.stat().st_ino)
+
+    @staticmethod
+    def _refuse_if_served(path: Path) -> None:
+        if not path.is_socket():
+            return
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                return  # nobody listens: a stale file, which the bind replaces
+        raise OSError(errno.EADDRINUSE, f"another process listens on {path}")
+
+    def _connection(self) -> Connection:
+        connection = Connection(self._open, self._on_bytes, self._connections.discard)
+        self._connections.add(connection)
+        return connection
+
+    @property
+    def open_streams(self) -> int:
+        return sum(connection.open_streams for connection in self._connections)
+
+    async def drain(self, deadline_seconds: float) -> None:
+        """Stop accepting; drain every connection (a shutdown notice, then the GOAWAY naming
+        the last stream taken: sidecar/http2.py); return once all have closed, or once
+        `deadline_seconds` have passed, closing what is left."""
+        server, self._server = self._server, None
+        if server is not None:  # else a drain cut short (a stop during it) left it closed
+            server.close()
+            self._unlink_unix_socket()
+        if not await self._all_closed(deadline_seconds):
+            left = [connection for connection in self._connections if connection.draining]
+            log.warning("drain deadline of %g s passed: closing %d connections with %d open "
+                        "streams", deadline_seconds, len(left), self.open_streams)
+            for connection in left:
+                connection._close()
+            await self._all_closed(self.CLOSE_GRACE_SECONDS)
+        if server is not None:
+            await server.wait_closed()
+
+    def _unlink_unix_socket(self) -> None:
+        if self._unix_socket is not None:
+            path, inode = self._unix_socket
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_ino == inode:  # still ours: a new sidecar may have bound it
+                    path.unlink()
+
+    async def _all_closed(self, seconds: float) -> bool:
+        """Wait up to `seconds` for every drained connection to close."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while True:
+            for connection in list(self._connections):
+                connection.drain()  # once each; also those made since the last look
+            if not any(connection.draining for connection in self._connections):
+                return True
+            if loop.time() >= end:
+                return False
+            await asyncio.sleep(self.DRAIN_POLL_SECONDS)
+
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        """Stop at once: a drain with no time for open streams."""
+        await self.drain(0)

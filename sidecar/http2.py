@@ -25,10 +25,18 @@ Headers = tuple[tuple[str, str], ...]
 # Streams one connection may hold open at once (advertised; nghttp2 refuses the rest). Never-
 # ended streams cost at most this many per connection; Envoy opens more connections past it.
 MAX_CONCURRENT_STREAMS = 1024
-# What the peer may send before we read it. Small enough that Envoy never queues more DATA
-# frames for us than its outbound-frame flood limit (10,000): 16 MiB is 1,024 16 KiB frames.
-STREAM_WINDOW = 1 << 20
+# What the peer may send before we are done with it. A stream's window opens again only as
+# its messages are processed, so it bounds what one stream holds unprocessed; it fits the
+# largest message the gRPC layer takes (sidecar/grpc_server.py, MAX_MESSAGE) with its prefix.
+# The connection's window opens as bytes arrive (streams' partial messages must not starve
+# each other), and is small enough that Envoy never queues more DATA frames for us than its
+# outbound-frame flood limit (10,000): 16 MiB is 1,024 frames of 16 KiB.
+MAX_STREAM_MESSAGE = 4 << 20
+STREAM_WINDOW = MAX_STREAM_MESSAGE + 5
 CONNECTION_WINDOW = 16 << 20
+# Bytes of messages declared but not yet complete, over all streams of one connection: many
+# streams each parking a partial message stop here (RESOURCE_EXHAUSTED for the call).
+MAX_PENDING_MESSAGE_BYTES = 32 << 20
 # One request's header list, counted as RFC 9113 6.5.2 does (name + value + 32 per field):
 # stops HPACK bombs (one table entry referenced many times) and oversized metadata.
 MAX_HEADER_LIST_BYTES = 64 << 10
@@ -132,7 +140,8 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes | memoryview] = []
         self._transport: asyncio.Transport | None = None
         self._session = ServerSession(self, OPTIONS, SETTINGS)
-        self._session.set_connection_window(CONNECTION_WINDOW)
+        self._session.set_window(0, CONNECTION_WINDOW)
+        self._pending_message_bytes = 0
         self._received = 0
         self._reset_budget = ResetBudget(self._loop.time())
         self._preface_timer: asyncio.TimerHandle | None = None
@@ -161,7 +170,8 @@ class Connection(asyncio.Protocol):
             self._session.recv(data)
         except Nghttp2Error as error:
             log.warning("HTTP/2 connection from %s ended: %s", self._peer(), error)
-            self._end()
+            self._end(nghttp2.ENHANCE_YOUR_CALM if error.code in nghttp2.FLOOD_ERRORS
+                      else nghttp2.PROTOCOL_ERROR)
             return
         self.flush()
 
@@ -211,9 +221,12 @@ class Connection(asyncio.Protocol):
             self.end_stream(stream_id)
 
     def data(self, stream_id: int, data: bytes) -> None:
+        self._session.consume_connection(len(data))
         stream = self._streams.get(stream_id)
         if stream is not None and stream.handler is not None:
-            stream.handler.data(data, False)
+            stream.handler.data(data, False)  # it reports back through `consumed`
+        else:
+            self._session.consume_stream(stream_id, len(data))
 
     def end_stream(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
@@ -263,6 +276,26 @@ class Connection(asyncio.Protocol):
 
     def trailers(self, stream_id: int) -> HeaderList:
         return self._streams[stream_id].trailers  # type: ignore[return-value]
+
+    # --- what the layer above tells of what it received ----------------------------------
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """`size` bytes of the stream are processed: its window may open by as much."""
+        if stream_id in self._streams:
+            self._session.consume_stream(stream_id, size)
+
+    def reserve(self, size: int) -> bool:
+        """Room for `size` more bytes of declared, incomplete messages; False past the
+        connection's MAX_PENDING_MESSAGE_BYTES."""
+        if self._pending_message_bytes + size > MAX_PENDING_MESSAGE_BYTES:
+            return False
+        self._pending_message_bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        """`size` reserved bytes are no longer pending (the message completed, or its call
+        ended)."""
+        self._pending_message_bytes -= size
 
     # --- what the layer above sends -----------------------------------------------------
 
@@ -364,11 +397,11 @@ class Connection(asyncio.Protocol):
 
     # --- bookkeeping --------------------------------------------------------------------
 
-    def _end(self) -> None:
-        """The session failed: a GOAWAY goes out (nghttp2's, or PROTOCOL_ERROR where it
-        queued none), then the connection closes."""
+    def _end(self, code: int) -> None:
+        """The session failed: a GOAWAY goes out (nghttp2's, or `code` where it queued
+        none), then the connection closes."""
         try:
-            self._session.terminate(nghttp2.PROTOCOL_ERROR)
+            self._session.terminate(code)
             self._session.send()
         except Nghttp2Error:
             pass

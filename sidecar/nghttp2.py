@@ -91,6 +91,7 @@ void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks 
 
 int nghttp2_option_new(nghttp2_option **);
 void nghttp2_option_del(nghttp2_option *);
+void nghttp2_option_set_no_auto_window_update(nghttp2_option *, int);
 void nghttp2_option_set_max_settings(nghttp2_option *, size_t);
 void nghttp2_option_set_max_outbound_ack(nghttp2_option *, size_t);
 void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option *, size_t);
@@ -107,6 +108,8 @@ int nghttp2_session_want_write(nghttp2_session *);
 int nghttp2_session_resume_data(nghttp2_session *, int32_t);
 int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *);
 int nghttp2_session_set_local_window_size(nghttp2_session *, uint8_t, int32_t, int32_t);
+int nghttp2_session_consume_connection(nghttp2_session *, size_t);
+int nghttp2_session_consume_stream(nghttp2_session *, int32_t, size_t);
 int nghttp2_submit_settings(nghttp2_session *, uint8_t, const nghttp2_settings_entry *, size_t);
 int nghttp2_submit_response(nghttp2_session *, int32_t, const nghttp2_nv *, size_t,
                             const nghttp2_data_provider *);
@@ -125,6 +128,9 @@ ffi.cdef(_DECLARATIONS)
 ERR_DEFERRED = -508
 ERR_TEMPORAL_CALLBACK_FAILURE = -521  # fails this stream only (RST_STREAM), not the session
 ERR_CALLBACK_FAILURE = -902
+# What the peer did to end the session: floods (acknowledgements it does not read, too many
+# CONTINUATION frames or SETTINGS entries) and everything else.
+FLOOD_ERRORS = frozenset({-904, -905, -537})
 DATA_FLAG_EOF, DATA_FLAG_NO_END_STREAM, DATA_FLAG_NO_COPY = 0x1, 0x2, 0x4
 FRAME_DATA, FRAME_HEADERS = 0x0, 0x1
 FLAG_END_STREAM = 0x1
@@ -140,7 +146,12 @@ _UNLIMITED = (1 << 64) - 1
 
 
 class Nghttp2Error(Exception):
-    """libnghttp2 refused a call, or cannot be used here."""
+    """libnghttp2 refused a call, or cannot be used here; `code` is its error code (0 when
+    the library itself is missing)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SessionClosed(Nghttp2Error):
@@ -172,7 +183,8 @@ def version() -> str:
 
 def _check(result: int, call: str) -> int:
     if result < 0:
-        raise Nghttp2Error(f"{call}: {ffi.string(lib.nghttp2_strerror(result)).decode()}")
+        raise Nghttp2Error(f"{call}: {ffi.string(lib.nghttp2_strerror(result)).decode()}",
+                           result)
     return result
 
 
@@ -366,6 +378,9 @@ class ServerSession:
         _check(lib.nghttp2_option_new(option_handle), "nghttp2_option_new")
         option = option_handle[0]
         try:
+            # The layer above says when bytes are done with (`consume`): a stream's window
+            # then bounds what it holds unprocessed.
+            lib.nghttp2_option_set_no_auto_window_update(option, 1)
             lib.nghttp2_option_set_max_settings(option, options.max_settings)
             lib.nghttp2_option_set_max_outbound_ack(option, options.max_outbound_ack)
             lib.nghttp2_option_set_max_deflate_dynamic_table_size(option,
@@ -392,9 +407,20 @@ class ServerSession:
             raise SessionClosed("the HTTP/2 session is closed")
         return self._session
 
-    def set_connection_window(self, size: int) -> None:
-        _check(lib.nghttp2_session_set_local_window_size(self._live(), 0, 0, size),
+    def set_window(self, stream_id: int, size: int) -> None:
+        """Our receive window for the stream (0: the connection); WINDOW_UPDATE as needed."""
+        _check(lib.nghttp2_session_set_local_window_size(self._live(), 0, stream_id, size),
                "nghttp2_session_set_local_window_size")
+
+    def consume_connection(self, size: int) -> None:
+        """`size` bytes received are done with, for the connection's window."""
+        _check(lib.nghttp2_session_consume_connection(self._live(), size),
+               "nghttp2_session_consume_connection")
+
+    def consume_stream(self, stream_id: int, size: int) -> None:
+        """`size` bytes of the stream are done with, for its window."""
+        _check(lib.nghttp2_session_consume_stream(self._live(), stream_id, size),
+               "nghttp2_session_consume_stream")
 
     def recv(self, data: bytes) -> None:
         """Feed bytes from the peer; raises Nghttp2Error when the session must end (a
