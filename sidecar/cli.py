@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -13,10 +17,17 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from sidecar import demo as demo_module
-from sidecar.app import Sidecar
+from sidecar.app import EarlyReload, Sidecar, log_plugins
 from sidecar.app import serve as serve_forever
-from sidecar.config import ConfigError, load_config
-from sidecar.envoy import HttpListener, Listener, TcpListener, Upstream, render_bootstrap
+from sidecar.config import ConfigError, load_config, parse_address
+from sidecar.envoy import (
+    HttpListener,
+    Listener,
+    SidecarTls,
+    TcpListener,
+    Upstream,
+    render_bootstrap,
+)
 from sidecar.plugin_build import BuildError, build_plugin
 from sidecar.plugin_new import LANGUAGES, new_plugin
 from sidecar.workers import Supervisor
@@ -63,58 +74,121 @@ def load_sidecar(config_path: Path) -> Sidecar:
         fail(str(exc))
 
 
-def log_startup(sidecar: Sidecar) -> None:
-    for plugin in sidecar.registry.plugins:
-        m = plugin.manifest
-        grants = ", ".join(grant.describe() for grant in m.grants.values()) or "none"
-        events = ", ".join(sorted(kind.value for kind in m.events))
-        policy = sidecar.registry.chains[plugin.name].links[0].policy.value
-        log.info("plugin %s %s: %s on %s; events %s; grants %s; %s; %d MiB, %d ms per event",
-                 plugin.name, m.version, plugin.kind, plugin.tier, events, grants, policy,
-                 m.limits.memory_bytes >> 20, m.limits.cpu_ms)
-    for chain in sidecar.registry.chains.values():
-        if len(chain.links) > 1:
-            log.info("chain %s: %s", chain.name, " → ".join(link.name for link in chain.links))
+@contextlib.contextmanager
+def pid_file_written(path: Path | None) -> Iterator[None]:
+    """`pid-file` holds this process's id while it serves, for `hyperfilter reload`."""
+    if path is None:
+        yield
+        return
+    pid = str(os.getpid())
+    partial = path.with_name(f".{path.name}.{pid}")
+    try:
+        partial.write_text(f"{pid}\n")
+        os.replace(partial, path)  # never half written
+    except OSError as exc:
+        raise OSError(f"pid-file {path}: {exc}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == pid:  # not a newer sidecar's
+                path.unlink()
 
 
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="The sidecar's TOML config.")],
-    listen: Annotated[str | None, typer.Option(help="host:port, overriding `listen`.")] = None,
+    listen: Annotated[str | None, typer.Option(
+        help="host:port or unix:/path, overriding `listen`.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Serve Envoy's network and HTTP ext_proc, every stream in fresh sandboxes."""
+    """Serve Envoy's network and HTTP ext_proc, every stream in fresh sandboxes. SIGTERM
+    drains, SIGHUP (`hyperfilter reload`) loads plugins and configuration again."""
+    early = EarlyReload()  # before anything else: a SIGHUP must never kill the sidecar
     setup_logging(log_level)
+    if listen is not None:
+        try:
+            parse_address(listen)
+        except ValueError as exc:
+            fail(f"--listen: {exc}")
     sidecar = load_sidecar(config)  # every plugin loaded and checked before anything listens
-    log_startup(sidecar)
+    log_plugins(sidecar.registry)
     workers = sidecar.config.workers
-    host = (listen or sidecar.config.listen).rpartition(":")[0]
     metrics_host = (sidecar.config.metrics or "").rpartition(":")[0]
+    tls = sidecar.config.tls
+    security = "" if tls is None else "; TLS" if tls.client_ca is None else "; mTLS"
 
-    def ready(port: int, metrics_port: int | None) -> None:
+    def ready(address: str, metrics_port: int | None) -> None:
         if metrics_port is not None:
             log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-        log.info("listening on %s:%d: network ext_proc, HTTP ext_proc, gRPC health", host, port)
+        log.info("listening on %s: network ext_proc, HTTP ext_proc, gRPC health%s", address,
+                 security)
 
     try:
-        if workers == 1:
-            uvloop.run(serve_forever(sidecar, listen, ready))
-            return
-        sidecar.close()  # each worker loads its own, from the compile cache
-        if any("shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
-            log.warning("shared-state is per worker process: with %d workers, each keeps "
-                        "its own store", workers)
-        supervisor = Supervisor(config, sidecar.config, listen, log_level)
-        for worker in supervisor.start():
-            log.info("worker %d (pid %d) listening on %s%s", worker.index,
-                     worker.process.pid, worker.listen,  # type: ignore[union-attr]
-                     f", metrics on http://{worker.metrics}/metrics" if worker.metrics else "")
-        log.info("listening on %s: network ext_proc, HTTP ext_proc, gRPC health (%d workers; "
-                 "give Envoy's cluster every one)",
-                 ", ".join(w.listen for w in supervisor.workers), workers)
-        supervisor.run()
+        with pid_file_written(sidecar.config.pid_file):
+            if workers == 1:
+                uvloop.run(serve_forever(sidecar, listen, ready, lambda: load_config(config),
+                                         early))
+                return
+            sidecar.close()  # each worker loads its own, from the compile cache
+            if any("shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
+                log.warning("shared-state is per worker process: with %d workers, each keeps "
+                            "its own store", workers)
+            supervisor = Supervisor(config, sidecar.config, listen, log_level)
+            for worker in supervisor.start():
+                log.info("worker %d (pid %d) listening on %s%s", worker.index,
+                         worker.process.pid, worker.listen,  # type: ignore[union-attr]
+                         f", metrics on http://{worker.metrics}/metrics" if worker.metrics
+                         else "")
+            log.info("listening on %s: network ext_proc, HTTP ext_proc, gRPC health%s (%d "
+                     "workers; give Envoy's cluster every one)",
+                     ", ".join(w.listen for w in supervisor.workers), security, workers)
+            supervisor.run()
     except OSError as exc:
         fail(str(exc))
+
+
+def sidecar_pid(config: Path | None, pid: int | None) -> int:
+    """The process `reload` signals: --pid, else the one in the configuration's pid-file."""
+    if pid is None:
+        if config is None:
+            fail("give --config (whose pid-file names the sidecar) or --pid")
+        try:
+            pid_file = load_config(config).pid_file
+        except ConfigError as exc:
+            fail(str(exc))
+        if pid_file is None:
+            fail(f"{config} sets no pid-file: set one (serve writes it), or give --pid")
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"pid-file {pid_file}: {exc} (is the sidecar running?)")
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        if b"hyperfilter" not in cmdline.read_bytes():
+            fail(f"process {pid} is not a hyperfilter sidecar (a stale pid-file?)")
+    except FileNotFoundError:
+        fail(f"no process {pid} (a stale pid-file?)")
+    return pid
+
+
+@app.command()
+def reload(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="The sidecar's TOML config: its pid-file names the sidecar.")
+    ] = None,
+    pid: Annotated[int | None, typer.Option(
+        help="The sidecar's process id (with workers, the parent's).")] = None,
+) -> None:
+    """Make a running sidecar load its configuration and plugins again (SIGHUP): new streams
+    get the new set, open ones keep theirs; a set that fails to load is not used. The
+    sidecar's log says which happened."""
+    target = sidecar_pid(config, pid)
+    try:
+        os.kill(target, signal.SIGHUP)
+    except OSError as exc:
+        fail(f"cannot signal process {target}: {exc}")
+    console.print(f"asked the sidecar (pid {target}) to reload; its log says how it went")
 
 
 @app.command()
@@ -151,7 +225,14 @@ def envoy_config(
     tcp: Annotated[list[str] | None, typer.Option(help=f"TCP listener: {LISTENER_SPEC}")] = None,
     http: Annotated[list[str] | None, typer.Option(help=f"HTTP listener: {LISTENER_SPEC}")] = None,
     sidecar: Annotated[list[str] | None, typer.Option(
-        help="Where the sidecar listens; once per worker.")] = None,
+        help="Where the sidecar listens (host:port or unix:/path); once per worker.")] = None,
+    sidecar_ca: Annotated[Path | None, typer.Option(
+        help="TLS to the sidecar: the CA that signed its certificate.")] = None,
+    sidecar_server_name: Annotated[str | None, typer.Option(
+        help="TLS: the name the sidecar's certificate must carry (also sent as SNI).")] = None,
+    client_cert: Annotated[Path | None, typer.Option(
+        help="mTLS: Envoy's certificate, signed by the sidecar's client-ca.")] = None,
+    client_key: Annotated[Path | None, typer.Option(help="mTLS: its private key.")] = None,
     admin_port: Annotated[int, typer.Option(help="Envoy's admin port.")] = 9901,
     request_body_mode: Annotated[str, typer.Option(help="HTTP request body mode.")] = "NONE",
     response_body_mode: Annotated[str, typer.Option(help="HTTP response body mode.")] = "NONE",
@@ -162,9 +243,20 @@ def envoy_config(
                   response_body_mode=response_body_mode) for spec in http or ()]
     if not listeners:
         fail("give at least one --tcp or --http listener")
-    addresses = [(host, int(port)) for host, _, port in
-                 (address.rpartition(":") for address in sidecar or ["127.0.0.1:50051"])]
-    print(render_bootstrap(addresses, listeners, admin_port))
+    addresses = sidecar or ["127.0.0.1:50051"]
+    for address in addresses:
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            fail(f"--sidecar: {exc}")
+    if (client_cert is None) != (client_key is None):
+        fail("--client-cert and --client-key go together")
+    if sidecar_ca is None and (client_cert or sidecar_server_name):
+        fail("TLS options need --sidecar-ca")
+    tls = None if sidecar_ca is None else SidecarTls(
+        sidecar_ca.resolve(), sidecar_server_name, client_cert and client_cert.resolve(),
+        client_key and client_key.resolve())
+    print(render_bootstrap(addresses, listeners, admin_port, tls))
 
 
 @plugin_app.command("build")

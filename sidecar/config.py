@@ -1,13 +1,20 @@
 """The sidecar's configuration file (TOML): where to listen, which plugins to load, how they
 form chains, and what happens when something fails.
 
-    listen = "127.0.0.1:50051"
-    workers = 2                           # processes; worker i listens on port + i
+    listen = "127.0.0.1:50051"            # or "unix:/run/hyperfilter/sidecar.sock"
+    workers = 2                           # processes; worker i listens on port + i (unix: path.i)
     metrics = "127.0.0.1:9464"            # optional Prometheus endpoint (worker i: port + i)
     default-chain = "guard"               # for streams whose metadata names no chain
     default-failure-policy = "fail-closed"
     max-streams = 100000                  # live Envoy streams per worker (default: from memory)
     max-sandboxes = 20000                 # live sandboxes per worker (default: from memory)
+    drain-seconds = 30                    # SIGTERM: how long open streams may still run
+    pid-file = "/run/hyperfilter.pid"     # written by `serve`, read by `hyperfilter reload`
+
+    [tls]                                 # optional: TLS on `listen` (ALPN h2)
+    cert = "tls/sidecar.pem"                         # the server's certificate chain
+    key = "tls/sidecar.key"
+    client-ca = "tls/envoy-ca.pem"                   # optional: mTLS, only clients it signed
 
     [plugins]
     tcp-blocker = "plugins/examples/tcp-blocker"      # a plugin directory, or a table:
@@ -27,6 +34,13 @@ Relative paths start at the configuration file's directory. Every plugin is also
 one under its own name. A stream past `max-streams`, or needing sandboxes past
 `max-sandboxes`, is refused with gRPC status RESOURCE_EXHAUSTED (Envoy's `failure_mode_allow`
 decides what the connection or request then does).
+
+SIGTERM drains: no new streams, open ones run until they end or `drain-seconds` pass, then the
+process exits 0. SIGHUP (or `hyperfilter reload`) loads the plugins and this file again: new
+streams get the new set, open ones keep their sandboxes; a reload that fails to load keeps the
+old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file` and `[tls]` are
+read at start only (a reload that changes them says so in the log), and so are the isolation
+tiers in use.
 """
 
 from __future__ import annotations
@@ -66,6 +80,50 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the field."""
 
 
+UNIX_PREFIX = "unix:"
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    host: str  # "" for every interface
+    port: int  # 0 for any free port
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixAddress:
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{UNIX_PREFIX}{self.path}"
+
+
+Address = TcpAddress | UnixAddress
+
+
+def parse_address(text: str, base: Path = Path(".")) -> Address:
+    """`unix:PATH` (a relative PATH starts at `base`) or `HOST:PORT` (`[v6]:PORT`); raises
+    ValueError saying what is wrong."""
+    if text.startswith(UNIX_PREFIX):
+        path = text.removeprefix(UNIX_PREFIX)
+        if not path:
+            raise ValueError(f"{text!r}: expected unix:PATH")
+        return UnixAddress(_path(base, path))
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r}: expected HOST:PORT or unix:PATH")
+    return TcpAddress(host.removeprefix("[").removesuffix("]"), int(port))
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path  # PEM: the server's certificate, then any intermediates
+    key: Path  # PEM: its private key
+    client_ca: Path | None = None  # PEM: mTLS, clients must present a certificate it signed
+
+
 @dataclass(frozen=True)
 class PluginEntry:
     name: str
@@ -88,6 +146,9 @@ class SidecarConfig:
     default_failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
     max_streams: int = field(default_factory=lambda: default_max_streams(1))
     max_sandboxes: int = field(default_factory=lambda: default_max_sandboxes(1))
+    drain_seconds: float = 30.0
+    pid_file: Path | None = None
+    tls: TlsConfig | None = None
 
 
 def _path(base: Path, value: str) -> Path:
@@ -113,6 +174,47 @@ def _plugin_entry(name: str, value: Any, table: Table, base: Path) -> PluginEntr
     return PluginEntry(name, path, tier, policy, fallback, config)
 
 
+def _listen(table: Table, base: Path) -> str:
+    try:
+        return str(parse_address(table.get("listen", str, SidecarConfig.listen), base))
+    except ValueError as exc:
+        raise TableError(f"listen: {exc}") from None
+
+
+def _metrics(table: Table) -> str | None:
+    if not table.has("metrics"):
+        return None
+    value = table.get("metrics", str)
+    try:
+        address = parse_address(value)
+    except ValueError as exc:
+        raise TableError(f"metrics: {exc}") from None
+    if isinstance(address, UnixAddress):
+        raise TableError(f"metrics: {value!r}: expected HOST:PORT (Prometheus scrapes TCP)")
+    return value
+
+
+def _seconds(table: Table, key: str, default: float) -> float:
+    value = table.get(key, object, default)  # an int or a float, checked here
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TableError(f"{table.path(key)}: expected a number of seconds, found "
+                         f"{type(value).__name__}")
+    if value < 0:
+        raise TableError(f"{table.path(key)}: must not be negative, found {value}")
+    return float(value)
+
+
+def _tls(table: Table, base: Path) -> TlsConfig | None:
+    if not table.has("tls"):
+        return None
+    tls = table.sub("tls")
+    client_ca = _path(base, tls.get("client-ca", str)) if tls.has("client-ca") else None
+    config = TlsConfig(_path(base, tls.get("cert", str)), _path(base, tls.get("key", str)),
+                       client_ca)
+    tls.finish()
+    return config
+
+
 def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
     table = Table(data, "")
     plugins_table = table.sub("plugins", required=True)
@@ -135,15 +237,18 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
     config = SidecarConfig(
         plugins=plugins,
         chains=chains,
-        listen=table.get("listen", str, SidecarConfig.listen),
+        listen=_listen(table, base),
         workers=workers,
-        metrics=table.get("metrics", str) if table.has("metrics") else None,
+        metrics=_metrics(table),
         cache_dir=_path(base, table.get("cache-dir", str, str(DEFAULT_CACHE_DIR))),
         default_chain=default_chain,
         default_failure_policy=table.get_choice(
             "default-failure-policy", FAILURE_POLICIES, FailurePolicy.FAIL_CLOSED),
         max_streams=table.get_positive("max-streams", default_max_streams(workers)),
         max_sandboxes=table.get_positive("max-sandboxes", default_max_sandboxes(workers)),
+        drain_seconds=_seconds(table, "drain-seconds", SidecarConfig.drain_seconds),
+        pid_file=_path(base, table.get("pid-file", str)) if table.has("pid-file") else None,
+        tls=_tls(table, base),
     )
     table.finish()
     return config

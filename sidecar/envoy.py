@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from sidecar.config import TcpAddress, UnixAddress, parse_address
+
 ENVOY_CONFIG_DIR = Path(__file__).resolve().parent.parent / "envoy-config"
 
 
@@ -91,10 +93,51 @@ def _block(text: str, indent: str) -> str:
     return textwrap.indent(body.strip("\n"), indent)
 
 
-def render_bootstrap(sidecars: Sequence[tuple[str, int]], listeners: Sequence[Listener],
-                     admin_port: int = 0) -> str:
+@dataclass(frozen=True)
+class SidecarTls:
+    """How Envoy reaches a sidecar that serves TLS (its `[tls]` table): the CA that signed the
+    sidecar's certificate; optionally the name that certificate must carry (also sent as
+    SNI); for mTLS, Envoy's own certificate and key, signed by the sidecar's `client-ca`."""
+
+    ca: Path
+    server_name: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+# Where a sidecar worker listens: "host:port", "unix:/path", or (host, port).
+SidecarAddress = str | tuple[str, int]
+
+
+def _endpoint(sidecar: SidecarAddress) -> str:
+    where = parse_address(sidecar) if isinstance(sidecar, str) else TcpAddress(*sidecar)
+    if isinstance(where, UnixAddress):
+        address = f"{{pipe: {{path: {json.dumps(str(where.path))}}}}}"
+    else:
+        address = (f"{{socket_address: {{address: {json.dumps(where.host)}, "
+                   f"port_value: {where.port}}}}}")
+    return f"        - endpoint: {{address: {address}}}"
+
+
+def _transport_socket(tls: SidecarTls | None) -> str:
+    if tls is None:
+        return ""
+    quoted = json.dumps  # a JSON string is a YAML string
+    names = (f"[{{san_type: DNS, matcher: {{exact: {quoted(tls.server_name)}}}}}]"
+             if tls.server_name else "[]")
+    certificates = (f"[{{certificate_chain: {{filename: {quoted(str(tls.client_cert))}}}, "
+                    f"private_key: {{filename: {quoted(str(tls.client_key))}}}}}]"
+                    if tls.client_cert is not None else "[]")
+    return _block(_fill("sidecar-tls.yaml", ca=quoted(str(tls.ca)),
+                        server_name=quoted(tls.server_name or ""), subject_alt_names=names,
+                        client_certificates=certificates), "    ")
+
+
+def render_bootstrap(sidecars: Sequence[SidecarAddress], listeners: Sequence[Listener],
+                     admin_port: int = 0, tls: SidecarTls | None = None) -> str:
     """A complete Envoy bootstrap: the listeners, their upstreams, and the sidecar cluster
-    with an endpoint per sidecar worker."""
+    with an endpoint per sidecar worker (a TCP address or a Unix socket's path), over TLS
+    when `tls` is given."""
     listener_text = "\n".join(
         _block(_fill(listener.template, upstream_cluster=listener.upstream.cluster,
                      **{f.name: getattr(listener, f.name) for f in dataclasses.fields(listener)
@@ -104,11 +147,10 @@ def render_bootstrap(sidecars: Sequence[tuple[str, int]], listeners: Sequence[Li
     cluster_text = "\n".join(
         _block(_fill("upstream-cluster.yaml", name=u.cluster, host=u.host, port=u.port), "  ")
         for u in upstreams)
-    endpoints = "\n".join(
-        f"        - endpoint: {{address: {{socket_address: {{address: {host}, "
-        f"port_value: {port}}}}}}}" for host, port in sidecars)
     return _fill("bootstrap.yaml", admin_port=admin_port, listeners=listener_text,
-                 clusters=cluster_text, sidecar_endpoints=endpoints)
+                 clusters=cluster_text,
+                 sidecar_endpoints="\n".join(_endpoint(sidecar) for sidecar in sidecars),
+                 sidecar_transport_socket=_transport_socket(tls))
 
 
 def envoy_binary() -> Path:

@@ -291,7 +291,7 @@ class GrpcServer:
             log.warning("drain deadline of %g s passed: closing %d connections with %d open "
                         "streams", deadline_seconds, len(left), self.open_streams)
             for connection in left:
-                connection._close()
+                connection.abort()
             await self._all_closed(self.CLOSE_GRACE_SECONDS)
         if server is not None:
             await server.wait_closed()

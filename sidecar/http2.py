@@ -372,6 +372,10 @@ class Connection(asyncio.Protocol):
             self._session.goaway(code)
             self.flush()
 
+    def abort(self) -> None:
+        """Close the connection now, whatever its streams are doing."""
+        self._close()
+
     @property
     def open_streams(self) -> int:
         return len(self._streams)

@@ -1,10 +1,12 @@
 """Several worker processes, so that every core serves streams.
 
 Each worker is a whole sidecar (its own event loop, sandboxes, `shared-state` store and metrics
-endpoint) on its own port; the Envoy cluster lists every worker, and Envoy's round robin
-spreads streams over them, one stream at a time. (One shared port would leave the spreading to
-the kernel, which sees only Envoy's few long-lived HTTP/2 connections.) The parent supervises:
-a worker that dies is started again on its port.
+endpoint) on its own port (or Unix socket, `path.N`); the Envoy cluster lists every worker, and
+Envoy's round robin spreads streams over them, one stream at a time. (One shared port would
+leave the spreading to the kernel, which sees only Envoy's few long-lived HTTP/2 connections.)
+The parent supervises: a worker that dies is started again on its address. It passes SIGHUP
+(reload) and SIGTERM (drain) on to every worker, and after SIGTERM waits for them to finish
+their streams, restarting none.
 """
 
 from __future__ import annotations
@@ -12,37 +14,51 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
-import threading
+import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import uvloop
 
-from sidecar.app import Sidecar, serve
-from sidecar.config import SidecarConfig, load_config
+from sidecar.app import EarlyReload, Sidecar, serve
+from sidecar.config import UNIX_PREFIX, SidecarConfig, load_config
 
 log = logging.getLogger("hyperfilter")
 _spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads
+# Blocked while a worker starts, so that it inherits them blocked: until its handlers are in
+# place, they wait instead of killing it.
+PASSED_ON = {signal.SIGHUP, signal.SIGTERM}
+# After SIGTERM the parent waits drain-seconds plus this for its workers, then kills the rest.
+DRAIN_MARGIN_SECONDS = 5.0
+STOP_SECONDS = 20.0  # after SIGINT
+RESTART_DELAY_SECONDS = 5.0  # before trying again to start a worker that could not start
 
 
-def offset(address: str | None, index: int) -> str | None:
-    """Worker `index`'s address: the port plus the index (port 0 stays 0: any free port)."""
-    if address is None:
-        return None
+def worker_address(address: str, index: int, workers: int) -> str:
+    """Worker `index`'s address: a Unix socket's path plus `.index` (when there are several
+    workers); a TCP port plus the index (port 0 stays 0: any free port)."""
+    if address.startswith(UNIX_PREFIX):
+        return f"{address}.{index}" if workers > 1 else address
     host, _, port = address.rpartition(":")
     return f"{host}:{int(port) + index if int(port) else 0}"
 
 
 def _worker(config_path: Path, listen: str, metrics: str | None, index: int, level: str,
             report: Connection) -> None:
+    early = EarlyReload()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
     logging.basicConfig(level=level.upper(),
                         format=f"%(asctime)s %(levelname)s w{index} %(name)s: %(message)s")
-    config = dataclasses.replace(load_config(config_path), listen=listen, metrics=metrics,
-                                 workers=1)
-    sidecar = Sidecar(config)
-    uvloop.run(serve(sidecar, None, lambda port, metrics_port: (
-        report.send((port, metrics_port)), report.close())))
+
+    def read_config() -> SidecarConfig:
+        return dataclasses.replace(load_config(config_path), listen=listen, metrics=metrics,
+                                   workers=1)
+
+    sidecar = Sidecar(read_config())
+    uvloop.run(serve(sidecar, None, lambda address, metrics_port: (
+        report.send((address, metrics_port)), report.close()), read_config, early))
 
 
 @dataclasses.dataclass
@@ -51,6 +67,11 @@ class Worker:
     listen: str
     metrics: str | None
     process: multiprocessing.process.BaseProcess | None = None
+    not_before: float = 0.0  # no restart before this (monotonic) time
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
 
 
 class Supervisor:
@@ -58,9 +79,13 @@ class Supervisor:
                  level: str) -> None:
         self._config_path = config_path
         self._level = level
+        self._drain_seconds = config.drain_seconds
+        self._stopping: signal.Signals | None = None
         base = listen or config.listen
-        self.workers = [Worker(i, offset(base, i), offset(config.metrics, i))  # type: ignore[arg-type]
-                        for i in range(config.workers)]
+        self.workers = [
+            Worker(i, worker_address(base, i, config.workers),
+                   worker_address(config.metrics, i, config.workers) if config.metrics else None)
+            for i in range(config.workers)]
 
     def _start(self, worker: Worker) -> None:
         receive, send = _spawn.Pipe(duplex=False)
@@ -68,42 +93,78 @@ class Supervisor:
             target=_worker, name=f"hyperfilter-worker-{worker.index}", daemon=True,
             args=(self._config_path, worker.listen, worker.metrics, worker.index, self._level,
                   send))
-        worker.process.start()
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
+        try:
+            worker.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         send.close()
         try:
-            port, metrics_port = receive.recv()
+            listen, metrics_port = receive.recv()
         except EOFError:
             raise RuntimeError(f"worker {worker.index} exited before listening") from None
-        # A restarted worker must come back on the same ports, for Envoy's endpoints.
-        worker.listen = f"{worker.listen.rpartition(':')[0]}:{port}"
+        # A restarted worker must come back on the same address, for Envoy's endpoints.
+        worker.listen = listen
         if worker.metrics and metrics_port:
             worker.metrics = f"{worker.metrics.rpartition(':')[0]}:{metrics_port}"
 
-    def start(self) -> list[Worker]:
+    def _signal(self, signum: int, frame: object) -> None:
+        sig = signal.Signals(signum)
+        if sig is not signal.SIGHUP and self._stopping is None:
+            self._stopping = sig
         for worker in self.workers:
-            self._start(worker)
+            if worker.alive:
+                os.kill(worker.process.pid, sig)  # type: ignore[union-attr, arg-type]
+
+    def start(self) -> list[Worker]:
+        """Every worker started and listening (SIGHUP, SIGTERM and SIGINT are passed on to
+        them from now on)."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+        for worker in self.workers:
+            if self._stopping is None:
+                try:
+                    self._start(worker)
+                except RuntimeError:
+                    if self._stopping is None:  # else it ended as it was told to
+                        raise
         return self.workers
 
     def run(self) -> None:
-        """Restart workers that die, until SIGINT or SIGTERM; then stop them all."""
-        stopping = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopping.set())
-        while not stopping.is_set():
-            wait([w.process.sentinel for w in self.workers if w.process], timeout=0.5)
+        """Restart workers that die, until SIGTERM (every worker drains; waited for up to
+        drain-seconds plus a margin) or SIGINT (every worker stops at once)."""
+        while self._stopping is None:
+            wait([w.process.sentinel for w in self.workers if w.alive], timeout=0.5)
             for worker in self.workers:
-                if worker.process and not worker.process.is_alive() and not stopping.is_set():
-                    log.error("worker %d exited with %s; starting it again", worker.index,
-                              worker.process.exitcode)
-                    self._start(worker)
-                    log.info("worker %d (pid %d) listening on %s again", worker.index,
-                             worker.process.pid, worker.listen)
-        self.stop()
+                if self._stopping is None and worker.process is not None and not worker.alive \
+                        and time.monotonic() >= worker.not_before:
+                    self._restart(worker)
+        self._wait_for_workers()
 
-    def stop(self) -> None:
+    def _restart(self, worker: Worker) -> None:
+        log.error("worker %d exited with %s; starting it again", worker.index,
+                  worker.process.exitcode)  # type: ignore[union-attr]
+        try:
+            self._start(worker)
+        except RuntimeError as exc:
+            if self._stopping is None:
+                worker.not_before = time.monotonic() + RESTART_DELAY_SECONDS
+                log.error("%s; trying again in %g s", exc, RESTART_DELAY_SECONDS)
+            return
+        log.info("worker %d (pid %d) listening on %s again", worker.index,
+                 worker.process.pid, worker.listen)  # type: ignore[union-attr]
+
+    def _wait_for_workers(self) -> None:
+        draining = self._stopping is signal.SIGTERM
+        seconds = self._drain_seconds + DRAIN_MARGIN_SECONDS if draining else STOP_SECONDS
+        log.info("%s: waiting up to %g s for the workers to %s", self._stopping.name,  # type: ignore[union-attr]
+                 seconds, "drain" if draining else "stop")
+        deadline = time.monotonic() + seconds
         for worker in self.workers:
-            if worker.process and worker.process.is_alive():
-                worker.process.terminate()
+            if worker.process is not None:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
         for worker in self.workers:
-            if worker.process:
-                worker.process.join(timeout=20)
+            if worker.alive:
+                log.error("worker %d did not end within %g s; killed", worker.index, seconds)
+                worker.process.kill()  # type: ignore[union-attr]
+                worker.process.join()  # type: ignore[union-attr]

@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 from sidecar.app import Sidecar
 from sidecar.config import parse_config
-from sidecar.envoy import Envoy, HttpListener, Listener, TcpListener, Upstream, render_bootstrap
+from sidecar.envoy import (
+    Envoy,
+    HttpListener,
+    Listener,
+    SidecarTls,
+    TcpListener,
+    Upstream,
+    render_bootstrap,
+)
 from sidecar.upstreams import EchoServer, HttpUpstream
 from tests.conftest import plugin_dir, skip_unless_tier_runs
 
@@ -51,6 +59,9 @@ class StackSpec:
     chains: Mapping[str, list[str]] = field(default_factory=dict)
     default_failure_policy: str = "fail-closed"
     echo_replies: Mapping[bytes, bytes] = field(default_factory=dict)
+    listen: str = "127.0.0.1:0"  # or "unix:/path"
+    tls: Mapping[str, str] | None = None  # the sidecar's [tls] table
+    envoy_tls: SidecarTls | None = None  # how Envoy reaches the sidecar over TLS
 
 
 class Stack:
@@ -61,10 +72,11 @@ class Stack:
             table["path"] = str(plugin_dir(table["path"]))
             table.setdefault("tier", tier)
             plugins[name] = table
+        tls = {"tls": dict(spec.tls)} if spec.tls is not None else {}
         self.config = parse_config({"plugins": plugins, "chains": dict(spec.chains),
-                                    "listen": "127.0.0.1:0", "cache-dir": str(cache_dir),
-                                    "default-failure-policy": spec.default_failure_policy},
-                                   Path("."))
+                                    "listen": spec.listen, "cache-dir": str(cache_dir),
+                                    "default-failure-policy": spec.default_failure_policy,
+                                    **tls}, Path("."))
         self.spec = spec
         self.ports: dict[str, int] = {}
 
@@ -81,7 +93,8 @@ class Stack:
                 listeners.append(TcpListener(name, chain, echo))
             for name, (chain, options) in self.spec.http.items():
                 listeners.append(HttpListener(name, chain, web, **options))
-            self.envoy = Envoy(render_bootstrap([("127.0.0.1", self.sidecar.port)], listeners))
+            self.envoy = Envoy(render_bootstrap([str(self.sidecar.address)], listeners,
+                                                tls=self.spec.envoy_tls))
             self.envoy.start()
             self.ports = self.envoy.listener_ports
         except BaseException:
