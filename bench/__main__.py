@@ -21,23 +21,30 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench import tiers
+from bench.attacks import ATTACKS
 from bench.contenders import (
     Contender,
     Direct,
     EnvoyAlone,
     EnvoyWasm,
+    ExtProcContender,
+    GrpcAio,
     Hyperfilter,
     Naive,
+    PreviousFraming,
     ServerProcess,
     Upstreams,
 )
 from bench.plots import plot_all
-from bench.report import goals, markdown, print_tables
+from bench.report import SANDBOXED, goals, markdown, print_tables
 from bench.stats import summarize
 from bench.workloads import (
     HttpRequests,
     RoundTrips,
+    SidecarCpu,
+    attack_trial,
     connect_and_round_trip,
+    integrity,
     memory_per_connection,
     round_trips_per_second,
 )
@@ -61,6 +68,10 @@ class Scale:
         self.requests = 50 if quick else 150
         self.body_requests = 15 if quick else 40
         self.throughput_seconds = 1.0 if quick else 4.0
+        self.cpu_round_trips = 500 if quick else 600  # per block and contender
+        self.integrity_connections = 100 if quick else 500
+        self.integrity_max_size = (256 << 10) if quick else (1 << 20)
+        self.integrity_seconds = 60.0 if quick else 240.0  # then what is still open dies
         self.concurrency = (1, 16, 64, 256)
         self.live = (1000,) if quick else (1000, 10000)
 
@@ -155,12 +166,70 @@ def throughput(contenders: list[Contender], scale: Scale,
     return results
 
 
+def sidecar_cpu(contenders: list[Contender], scale: Scale,
+                progress: Progress) -> dict[str, dict[str, Any]]:
+    """CPU time of the ext_proc server's processes (user + system) per ext_proc message, over
+    100-byte echo round trips on one warm connection, interleaved across contenders."""
+    measured = [c for c in contenders if isinstance(c, ExtProcContender)]
+    clients = {c.name: SidecarCpu(c.ports["tcp"], c.sidecar_pids) for c in measured}
+    try:
+        for client in clients.values():
+            client.warm_up(50)
+        task = progress.add_task("sidecar CPU per message", total=scale.blocks * len(measured))
+        for _ in range(scale.blocks):
+            for contender in measured:
+                clients[contender.name].run(scale.cpu_round_trips)
+                progress.advance(task)
+    finally:
+        for client in clients.values():
+            client.close()
+    return {c.label: {"contender": c.name, "messages": clients[c.name].messages,
+                      "cpu_s": round(clients[c.name].seconds, 3),
+                      "us_per_message": round(
+                          clients[c.name].seconds / clients[c.name].messages * 1e6, 1)}
+            for c in measured}
+
+
+def data_integrity(contenders: list[Contender], scale: Scale,
+                   progress: Progress) -> dict[str, dict[str, Any]]:
+    """Concurrent connections of random sizes through each sandboxed tier's pass-through:
+    every byte must come back, once and in order."""
+    measured = [c for c in contenders if c.name in SANDBOXED]
+    task = progress.add_task("data integrity", total=len(measured))
+    results = {}
+    for contender in measured:
+        results[contender.label] = {"contender": contender.name} | integrity(
+            contender.ports["tcp"], scale.integrity_connections, scale.integrity_max_size,
+            scale.integrity_seconds)
+        progress.advance(task)
+    return results
+
+
+def attack_trials(contenders: list[Contender],
+                  progress: Progress) -> dict[str, dict[str, Any]]:
+    """Every attack of bench/attacks.py on one worker of the first sandboxed tier's sidecar,
+    a well-behaved client timing its round trips before and during each. Run last: an attack
+    may leave the server worse off."""
+    target = next((c for c in contenders if c.name in SANDBOXED), None)
+    if not isinstance(target, Hyperfilter):
+        return {}
+    task = progress.add_task("attacks", total=len(ATTACKS))
+    results = {}
+    for name, attack in ATTACKS.items():
+        results[name] = {"contender": target.name} | attack_trial(
+            target.sidecar_ports[0], target.sidecar_pids[0], attack)
+        progress.advance(task)
+    return results
+
+
 def live_memory(contenders: list[Contender], scale: Scale, descriptors: int,
                 progress: Progress) -> dict[str, dict[str, Any]]:
     """Resident memory of the sidecar per live connection: its stream, and its sandbox (the
-    contender without a sandbox call shows what the stream alone costs). The naive server is
-    not measured: one thread per stream, it cannot hold thousands of streams."""
-    measured: list[Hyperfilter] = [c for c in contenders if isinstance(c, Hyperfilter)]
+    contender without a sandbox call shows what the stream alone costs). The unsandboxed servers
+    are not measured: no sandbox to count, and the naive one, a thread per stream, cannot hold
+    thousands of streams."""
+    measured: list[Hyperfilter] = [c for c in contenders
+                                   if isinstance(c, Hyperfilter) and c.measure_live_memory]
     task = progress.add_task("memory per live connection", total=len(scale.live) * len(measured))
     results: dict[str, dict[str, Any]] = {}
     for contender in measured:
@@ -168,7 +237,7 @@ def live_memory(contenders: list[Contender], scale: Scale, descriptors: int,
         counts = live_counts(scale, contender, descriptors)
         for connections in counts:
             try:
-                per = memory_per_connection(contender.worker_pids, contender.ports["tcp"],
+                per = memory_per_connection(contender.sidecar_pids, contender.ports["tcp"],
                                             connections)
             except RuntimeError as error:
                 raise RuntimeError(f"{contender.label}: {error}") from None
@@ -200,10 +269,21 @@ def live_counts(scale: Scale, contender: Hyperfilter, descriptors: int) -> list[
     return [min(count, descriptors // 2 - 250) for count in scale.live]
 
 
-def contenders_here() -> list[Contender]:
-    sandboxed = [Hyperfilter(tier=tier) for tier in ("wasmtime", "kvm")
-                 if tier == "wasmtime" or kvm.unavailable() is None]
-    return [Direct(), EnvoyAlone(), Naive(), Hyperfilter(plugin=None), *sandboxed, EnvoyWasm()]
+def contenders_here() -> tuple[list[Contender], dict[str, str]]:
+    """The contenders this machine and clone can run, and why any other is left out."""
+    skipped: dict[str, str] = {}
+    extra: list[Contender] = []
+    if (reason := PreviousFraming.unavailable()) is None:
+        extra.append(PreviousFraming())
+    else:
+        skipped[PreviousFraming.LABEL] = reason
+    kvm_tier = Hyperfilter(tier="kvm")
+    if (reason := kvm.unavailable()) is None:
+        extra.append(kvm_tier)
+    else:
+        skipped[kvm_tier.label] = reason
+    return [Direct(), EnvoyAlone(), Naive(), GrpcAio(), Hyperfilter(plugin=None),
+            Hyperfilter(), *extra, EnvoyWasm()], skipped
 
 
 def kvm_module() -> str | None:
@@ -227,7 +307,7 @@ def main(argv: list[str]) -> int:
     workloads: dict[str, Any] = {}
     echo, web = ServerProcess("echo"), ServerProcess("http")
     upstreams = Upstreams(Upstream("127.0.0.1", echo.port), Upstream("127.0.0.1", web.port))
-    contenders = contenders_here()
+    contenders, results["skipped"] = contenders_here()
     started: list[Contender] = []
     try:
         with Progress(console=console, transient=True) as progress:
@@ -238,10 +318,14 @@ def main(argv: list[str]) -> int:
                 started.append(contender)
                 progress.advance(task)
             workloads.update(latency_workloads(contenders, scale, progress, raw))
+            workloads["sidecar_cpu_per_ext_proc_message"] = sidecar_cpu(contenders, scale,
+                                                                         progress)
             workloads["tcp_throughput_round_trips_per_s"] = throughput(contenders, scale,
                                                                        progress)
+            workloads["tcp_integrity"] = data_integrity(contenders, scale, progress)
             workloads["memory_per_live_connection_KiB"] = live_memory(
                 contenders, scale, descriptors, progress)
+            workloads["attacks_well_behaved_p99"] = attack_trials(contenders, progress)
     finally:
         for contender in started:
             contender.stop()

@@ -4,9 +4,12 @@ Each runs in its own processes on loopback ports the OS picks, and offers three 
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +29,7 @@ from sidecar.envoy import (
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_CACHE = ROOT / ".cache" / "bench"
+HYPERFILTER = Path(sys.executable).parent / "hyperfilter"
 ENVOY_WORKERS = 2  # one per core, as Envoy runs by default
 
 
@@ -103,6 +107,7 @@ class ExtProcContender(EnvoyContender):
     """Envoy's ext_proc filters pointed at a sidecar whose streams run `chain`."""
 
     chain = "bench"
+    sidecar_pids: list[int]  # the processes serving the ext_proc streams
 
     def listeners(self, upstreams: Upstreams) -> list[Listener]:
         return [TcpListener("tcp", self.chain, upstreams.echo),
@@ -111,13 +116,14 @@ class ExtProcContender(EnvoyContender):
                              request_body_mode="STREAMED")]
 
 
-class Naive(ExtProcContender):
-    """The plainest grpcio server (both ext_proc services), as tutorials have it."""
+class UnsandboxedExtProc(ExtProcContender):
+    """An ext_proc server of bench/servers.py (`kind`) serving both services, no sandbox."""
 
-    name, label = "naive", "Envoy + naive grpcio ext_proc (no sandbox)"
+    kind: str
 
     def start(self, upstreams: Upstreams) -> None:
-        self.server = ServerProcess("naive")
+        self.server = ServerProcess(self.kind)
+        self.sidecar_pids = [self.server.process.pid]
         self.start_envoy(upstreams, [self.server.port])
 
     def stop(self) -> None:
@@ -125,10 +131,26 @@ class Naive(ExtProcContender):
         self.server.stop()
 
 
+class Naive(UnsandboxedExtProc):
+    """The plainest grpcio server, as tutorials have it."""
+
+    name, label, kind = "naive", "Envoy + naive grpcio ext_proc (no sandbox)", "naive"
+
+
+class GrpcAio(UnsandboxedExtProc):
+    """What a Python user would run instead: an async servicer on grpc.aio and uvloop, the
+    shape of the Python ext_proc SDKs."""
+
+    name, label, kind = "grpc-aio", "Envoy + grpc.aio ext_proc, uvloop (no sandbox)", "aio"
+
+
 class Hyperfilter(ExtProcContender):
     """`hyperfilter serve` in its own processes (a worker per core), every stream through
     `plugin` on `tier`; with no plugin, the same server with the sandbox call removed (an empty
     chain)."""
+
+    measure_live_memory = True
+    cache = BENCH_CACHE
 
     def __init__(self, plugin: str | None = "pass-through", tier: str = "wasmtime",
                  workers: int = 2) -> None:
@@ -136,25 +158,39 @@ class Hyperfilter(ExtProcContender):
         self.name = f"hyperfilter-{tier}" if plugin else "hyperfilter-path"
         self.label = (f"Envoy + hyperfilter ({plugin}, {tier})" if plugin
                       else "Envoy + hyperfilter, sandbox call removed")
-        self.worker_pids: list[int] = []
+        self.sidecar_pids: list[int] = []
+        self.sidecar_ports: list[int] = []
 
     def start(self, upstreams: Upstreams) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="hyperfilter-bench-")
         workdir = Path(self._dir.name)
-        plugin = ROOT / "plugins" / "examples" / (self.plugin or "pass-through")
-        chain = '["pass"]' if self.plugin else "[]"
+        # The plugin is also a chain of its own name, which bench/attacks.py's streams name.
+        plugin = self.plugin or "pass-through"
+        chain = f'["{plugin}"]' if self.plugin else "[]"
         (workdir / "sidecar.toml").write_text(
-            f'cache-dir = "{BENCH_CACHE}"\nworkers = {self.workers}\n'
-            f'[plugins.pass]\npath = "{plugin}"\ntier = "{self.tier}"\n'
-            f"[chains]\nbench = {chain}\n")
+            f'cache-dir = "{self.cache}"\nworkers = {self.workers}\n'
+            f'[plugins.{plugin}]\npath = "{ROOT / "plugins" / "examples" / plugin}"\n'
+            f'tier = "{self.tier}"\n[chains]\nbench = {chain}\n')
+        code = self.code(workdir)
+        env = {**os.environ, "PYTHONPATH": str(code)}  # its modules ahead of the installed ones
+        imported = subprocess.run([sys.executable, "-c", "import sidecar; print(sidecar.__file__)"],
+                                  cwd=code, env=env, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        if not Path(imported).is_relative_to(code):
+            raise RuntimeError(f"{self.label}: sidecar imported from {imported}, not {code}")
         self.log = workdir / "sidecar.log"
         with self.log.open("w") as log:
             self.sidecar = subprocess.Popen(
-                [str(Path(sys.executable).parent / "hyperfilter"), "serve", "--config",
-                 str(workdir / "sidecar.toml"), "--listen", "127.0.0.1:0"], stderr=log)
+                [str(HYPERFILTER), "serve", "--config", str(workdir / "sidecar.toml"),
+                 "--listen", "127.0.0.1:0"], cwd=code, env=env, stderr=log)
         workers = self._wait_for_workers()
-        self.worker_pids = [pid for pid, _ in workers]
-        self.start_envoy(upstreams, [port for _, port in workers])
+        self.sidecar_pids = [pid for pid, _ in workers]
+        self.sidecar_ports = [port for _, port in workers]
+        self.start_envoy(upstreams, self.sidecar_ports)
+
+    def code(self, workdir: Path) -> Path:
+        """Where the code the sidecar runs lives: this tree."""
+        return ROOT
 
     def _wait_for_workers(self, timeout: float = 120) -> list[tuple[int, int]]:
         """(pid, port) of each worker, from the startup log."""
@@ -169,13 +205,45 @@ class Hyperfilter(ExtProcContender):
             if self.sidecar.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"hyperfilter serve did not start:\n{self.log.read_text()}")
+        raise RuntimeError(f"{self.label} did not start:\n{self.log.read_text()}")
 
     def stop(self) -> None:
         super().stop()
         self.sidecar.terminate()
         self.sidecar.wait(timeout=30)
         self._dir.cleanup()
+
+
+class PreviousFraming(Hyperfilter):
+    """The same server and plugin, running the code of `COMMIT`: the last with the hand-written
+    HTTP/2 framing, extracted from git at start (not kept in the tree)."""
+
+    COMMIT = "bc4adb5"
+    measure_live_memory = False
+    cache = BENCH_CACHE / f"framing-{COMMIT}"  # the commit's cache format need not be today's
+
+    LABEL = f"Envoy + hyperfilter, previous framing ({COMMIT}; pass-through, wasmtime)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name, self.label = "hyperfilter-previous-framing", self.LABEL
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this clone cannot run it (a shallow clone lacks the commit), or None."""
+        found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
+                                f"{cls.COMMIT}^{{commit}}"], capture_output=True)
+        return None if found.returncode == 0 else (
+            f"commit {cls.COMMIT} is not in this clone (shallow?): previous framing not run")
+
+    def code(self, workdir: Path) -> Path:
+        source = workdir / "source"
+        source.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.COMMIT],
+                                 capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+        return source
 
 
 @dataclass(frozen=True)

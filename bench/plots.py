@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from bench.report import LATENCY
+from bench.report import ATTACKS, CPU, LATENCY
 
 
 def latency_distribution(name: str, samples: dict[str, list[int]],
@@ -86,6 +86,14 @@ def plot_all(results: dict[str, Any], raw: dict[str, dict[str, list[int]]],
          "one TCP data event into a warm sandbox, by tier", directory / "sandbox_event_call.png")
     bars(w["memory_per_live_sandbox"], ["process_KiB", "machine_KiB"], "KiB per live sandbox",
          "memory per live sandbox, by tier", directory / "memory_per_live_sandbox.png")
+    if w.get(CPU):
+        bars(w[CPU], ["us_per_message"], "µs of user + system CPU per ext_proc message",
+             "ext_proc server CPU per message (TCP, 100 B echo)",
+             directory / f"{CPU}.png")
+    if w.get(ATTACKS):
+        bars(w[ATTACKS], ["p99_ratio"], "p99 during ÷ p99 before (goal: at most 2; none: over "
+             "before a round trip overlapped it)", "well-behaved client during each attack",
+             directory / f"{ATTACKS}.png")
     memory = w["memory_per_live_connection_KiB"]
     bars(memory, sorted({k for r in memory.values() for k in r if k != "contender"}, key=int),
          "KiB per live connection", "resident memory per live connection (sidecar process)",

@@ -4,13 +4,14 @@ client that measures. Each prints its port when ready.
     python -m bench.servers echo         # TCP echo upstream
     python -m bench.servers http         # HTTP/1.1 upstream: answers with the request body
     python -m bench.servers naive        # the naive ext_proc baseline (grpcio), both services
+    python -m bench.servers aio          # the same as an async servicer (grpc.aio on uvloop)
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -61,6 +62,20 @@ async def http() -> None:
     await server.serve_forever()
 
 
+def echoed(request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    """The message's data sent back unchanged, in the direction it came."""
+    if request.HasField("read_data"):
+        return pb.ProcessingResponse(read_data=request.read_data)
+    return pb.ProcessingResponse(write_data=request.write_data)
+
+
+def continued(request: http_pb.ProcessingRequest) -> http_pb.ProcessingResponse:
+    """CONTINUE, as the response of the kind matching the request's."""
+    response = http_pb.ProcessingResponse()
+    getattr(response, request.WhichOneof("request")).SetInParent()
+    return response
+
+
 class NaiveProcessor(pb_grpc.NetworkExternalProcessorServicer):
     """What most ext_proc tutorials show: iterate the requests, echo each message's data.
     One thread per stream: 512 threads serve the 256-connection workload."""
@@ -68,10 +83,7 @@ class NaiveProcessor(pb_grpc.NetworkExternalProcessorServicer):
     def Process(self, request_iterator: Iterator[pb.ProcessingRequest],  # noqa: N802
                 context: grpc.ServicerContext) -> Iterator[pb.ProcessingResponse]:
         for request in request_iterator:
-            if request.HasField("read_data"):
-                yield pb.ProcessingResponse(read_data=request.read_data)
-            else:
-                yield pb.ProcessingResponse(write_data=request.write_data)
+            yield echoed(request)
 
 
 class NaiveHttpProcessor(http_grpc.ExternalProcessorServicer):
@@ -80,9 +92,7 @@ class NaiveHttpProcessor(http_grpc.ExternalProcessorServicer):
     def Process(self, request_iterator: Iterator[http_pb.ProcessingRequest],  # noqa: N802
                 context: grpc.ServicerContext) -> Iterator[http_pb.ProcessingResponse]:
         for request in request_iterator:
-            response = http_pb.ProcessingResponse()
-            getattr(response, request.WhichOneof("request")).SetInParent()
-            yield response
+            yield continued(request)
 
 
 def naive() -> None:
@@ -95,9 +105,38 @@ def naive() -> None:
     server.wait_for_termination()
 
 
+class AioProcessor(pb_grpc.NetworkExternalProcessorServicer):
+    """The shape of the Python ext_proc SDKs: an async servicer, one task per stream on one
+    event loop, no threads."""
+
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
+        async for request in request_iterator:
+            yield echoed(request)
+
+
+class AioHttpProcessor(http_grpc.ExternalProcessorServicer):
+    async def Process(self, request_iterator: AsyncIterator[http_pb.ProcessingRequest],  # noqa: N802
+                      context: grpc.aio.ServicerContext
+                      ) -> AsyncIterator[http_pb.ProcessingResponse]:
+        async for request in request_iterator:
+            yield continued(request)
+
+
+async def aio() -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_NetworkExternalProcessorServicer_to_server(AioProcessor(), server)
+    http_grpc.add_ExternalProcessorServicer_to_server(AioHttpProcessor(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+
 if __name__ == "__main__":
     {
         "echo": lambda: uvloop.run(echo()),
         "http": lambda: uvloop.run(http()),
         "naive": naive,
+        "aio": lambda: uvloop.run(aio()),
     }[sys.argv[1]]()

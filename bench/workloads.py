@@ -1,4 +1,5 @@
-"""What the benchmarks measure, as plain functions returning nanosecond samples."""
+"""What the benchmarks measure: latency samples in nanoseconds, rates, CPU time, memory and
+integrity counts, each from plain functions and clients."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.attacks import Outcome, summary, trial
+from bench.integrity import FlowOptions, concurrent_flows
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +111,43 @@ def round_trips_per_second(port: int, connections: int, seconds: float, size: in
     return result["round_trips"] / result["seconds"]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used, all their threads included (exited
+    ones too): the sum /proc/PID/stat gives as utime + stime, read from the kernel's CPU clock
+    of each process, in nanoseconds rather than in 10 ms ticks."""
+    return sum(time.clock_gettime_ns(_process_cpu_clock(pid)) for pid in pids) / 1e9
+
+
+def _process_cpu_clock(pid: int) -> int:
+    """The clock id Linux gives another process's CPU time (what clock_getcpuclockid(3) makes:
+    the pid complemented, shifted by 3, and 2 for the scheduler's whole-process clock)."""
+    return (~pid << 3) | 2
+
+
+class SidecarCpu:
+    """Round trips on one persistent connection through Envoy, and the CPU time the ext_proc
+    server's processes spend meanwhile: each round trip is two ext_proc messages (read_data,
+    then write_data)."""
+
+    def __init__(self, port: int, pids: list[int], size: int = 100) -> None:
+        self.round_trips = RoundTrips(port, size)
+        self.pids = pids
+        self.seconds = 0.0
+        self.messages = 0
+
+    def warm_up(self, count: int) -> None:
+        self.round_trips.run(count)
+
+    def run(self, count: int) -> None:
+        before = cpu_seconds(self.pids)
+        self.round_trips.run(count)
+        self.seconds += cpu_seconds(self.pids) - before
+        self.messages += 2 * count
+
+    def close(self) -> None:
+        self.round_trips.close()
+
+
 def resident_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -122,3 +167,35 @@ def memory_per_connection(pids: list[int], port: int, connections: int) -> float
         return (sum(map(resident_bytes, pids)) - before) / connections
     finally:
         process.communicate(timeout=120)
+
+
+def integrity(port: int, connections: int, max_size: int,
+              deadline_seconds: float) -> dict[str, Any]:
+    """`connections` concurrent echo flows of 1..`max_size` seeded random bytes each (bench/
+    integrity.py): how many came back whole, once and in order, and how many bytes did not."""
+    result = uvloop.run(concurrent_flows(port, connections, max_size,
+                                         options=FlowOptions(deadline_seconds=deadline_seconds)))
+    lost = result.bytes_sent - result.bytes_received
+    return {"connections": len(result.flows), "intact": result.completed,
+            "died": len(result.died), "corrupted": len(result.corrupted),
+            "bytes_sent": result.bytes_sent, "bytes_lost": lost,
+            "seconds": round(result.seconds, 2),
+            "MiB_per_s": round(result.bytes_received / result.seconds / (1 << 20), 1)} | (
+        {} if result.intact else {"failures": result.summary()})
+
+
+def _p99_us(seconds: list[float]) -> float | None:
+    return round(percentile(sorted(seconds), 0.99) * 1e6, 1) if seconds else None
+
+
+def attack_trial(port: int, pid: int, attack: Callable[[int], Outcome]) -> dict[str, Any]:
+    """`attack` on a sidecar's gRPC port (bench/attacks.py) while a well-behaved ext_proc
+    client does round trips on a connection of its own: its p99 before and during the attack,
+    what the server did, and what else it cost."""
+    run = trial(port, attack, pid=pid)
+    return {"server": summary(run.outcome), "p99_before_us": _p99_us(run.before),
+            "p99_during_us": _p99_us(run.during), "n_during": len(run.during),
+            "p99_ratio": None if run.p99_ratio is None else round(run.p99_ratio, 2),
+            "failed_round_trips": len(run.failures),
+            "new_connection": run.new_connection or "served",
+            "peak_rss_growth_MiB": round(run.peak_rss_growth / (1 << 20), 1)}
