@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sidecar.admission import Admission
+from sidecar.offload import Offload
 from sidecar.quiet_work import QuietWork
 from sidecar.registry import CHAIN_METADATA_KEY, Registry
 from sidecar.streams import Observer, StreamPlugins
@@ -29,11 +30,12 @@ class StreamSetup:
     streams opened after that get the new plugins, open ones keep theirs."""
 
     def __init__(self, registry: Registry, observers: tuple[Observer, ...],
-                 quiet_work: QuietWork, admission: Admission) -> None:
+                 quiet_work: QuietWork, admission: Admission, offload: Offload) -> None:
         self.registry = registry
         self.observers = observers
         self.quiet_work = quiet_work
         self.admission = admission
+        self.offload = offload
 
 
 def open_stream(setup: StreamSetup, headers: Metadata,

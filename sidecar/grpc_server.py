@@ -51,9 +51,13 @@ class GrpcError(Exception):
         self.status = status
 
 
+Answer = bytes | None
+
+
 class CallHandler(Protocol):
-    def message(self, payload: bytes) -> bytes | None:
-        """One request message; the response message, or None for none."""
+    def message(self, payload: bytes) -> Answer | asyncio.Future[Answer]:
+        """One request message; the response message, None for none, or a future of either
+        (work done off the event loop): the call takes its next message once it is done."""
 
     def close(self) -> None:
         """The call is over: the client ended it, reset it, or went away."""
@@ -78,11 +82,13 @@ def status_trailers(status: Status, message: str, headers_sent: bool) -> HeaderL
 
 class Call:
     """One gRPC call on one HTTP/2 stream. Its bytes count as processed for the stream's
-    flow-control window once the message they belong to has been handled; a message declared
-    but incomplete holds a reservation against the connection's budget until it is whole."""
+    flow-control window once the message they belong to has been answered; a message declared
+    but incomplete holds a reservation against the connection's budget until it is whole.
+    Messages are handled one at a time, in order: while an answer is pending (off the event
+    loop), the next ones wait in the buffer."""
 
-    __slots__ = ("_buffer", "_connection", "_done", "_handler", "_headers_sent", "_reserved",
-                 "_stream")
+    __slots__ = ("_buffer", "_connection", "_done", "_ended", "_handler", "_headers_sent",
+                 "_pending", "_reserved", "_stream")
 
     def __init__(self, connection: Connection, stream_id: int, handler: CallHandler) -> None:
         self._connection = connection
@@ -91,33 +97,30 @@ class Call:
         self._buffer = bytearray()
         self._headers_sent = False
         self._done = False
+        self._ended = False  # the client ended its side
+        self._pending = False  # an answer is being worked out off the loop
         self._reserved = 0  # bytes of the incomplete message in the buffer, once declared
 
     def data(self, payload: bytes, end_stream: bool) -> None:
         if self._done:
             self._connection.consumed(self._stream, len(payload))
             return
-        buffer = self._buffer
+        self._ended = self._ended or end_stream
+        if not self._buffer and not self._pending and len(payload) >= 5 and not payload[0] \
+                and int.from_bytes(payload[1:5], "big") == len(payload) - 5:
+            # the usual case: exactly one whole message in this DATA frame, no copying
+            self._guarded(self._handle, payload[5:], len(payload))
+        else:
+            self._buffer += payload
+            self._guarded(self._next_messages)
+
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run `step`, then what follows once the buffer is through; a failure ends the
+        call with its status."""
         try:
-            if not buffer and len(payload) >= 5 and not payload[0] \
-                    and int.from_bytes(payload[1:5], "big") == len(payload) - 5:
-                # the usual case: exactly one whole message in this DATA frame, no copying
-                self._handle(payload[5:], len(payload))
-                payload = b""
-            buffer += payload
-            while len(buffer) >= 5:
-                if buffer[0]:
-                    raise GrpcError(Status.UNIMPLEMENTED, "compressed messages are not supported")
-                length = int.from_bytes(buffer[1:5], "big")
-                if length > MAX_MESSAGE:
-                    raise GrpcError(Status.RESOURCE_EXHAUSTED, f"a {length}-byte message")
-                if len(buffer) < 5 + length:
-                    self._reserve(5 + length)
-                    break
-                message = bytes(buffer[5:5 + length])
-                del buffer[:5 + length]
-                self._release()
-                self._handle(message, 5 + length)
+            step(*args)
+            if not self._pending:
+                self._next_messages()
         except GrpcError as error:
             self._finish(error.status, str(error))
             return
@@ -125,15 +128,46 @@ class Call:
             log.exception("gRPC handler failed on stream %d", self._stream)
             self._finish(Status.INTERNAL, "internal error")
             return
-        if end_stream:
+        if self._ended and not self._pending and not self._done:
             self._finish(Status.OK, "")
+
+    def _next_messages(self) -> None:
+        buffer = self._buffer
+        while not self._pending and not self._done and len(buffer) >= 5:
+            if buffer[0]:
+                raise GrpcError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+            length = int.from_bytes(buffer[1:5], "big")
+            if length > MAX_MESSAGE:
+                raise GrpcError(Status.RESOURCE_EXHAUSTED, f"a {length}-byte message")
+            if len(buffer) < 5 + length:
+                self._reserve(5 + length)
+                return
+            message = bytes(buffer[5:5 + length])
+            del buffer[:5 + length]
+            self._release()
+            self._handle(message, 5 + length)
 
     def _handle(self, message: bytes, size: int) -> None:
         """One whole message (`size` bytes on the wire, framing included)."""
-        response = self._handler.message(message)
-        if response is not None:
-            self._send(response)
+        answer = self._handler.message(message)
+        if isinstance(answer, asyncio.Future):
+            self._pending = True
+            answer.add_done_callback(lambda done: self._answered(done, size))
+        else:
+            self._answer(answer, size)
+
+    def _answer(self, answer: Answer, size: int) -> None:
+        if answer is not None:
+            self._send(answer)
         self._connection.consumed(self._stream, size)
+
+    def _answered(self, done: asyncio.Future[Answer], size: int) -> None:
+        """A pending answer is back, on the loop: send it, then go on with the buffer."""
+        self._pending = False
+        if self._done or done.cancelled():  # reset, or the server stopped, meanwhile
+            return
+        self._guarded(lambda: self._answer(done.result(), size))
+        self._connection.flush()
 
     def _reserve(self, size: int) -> None:
         if size > self._reserved:

@@ -9,6 +9,7 @@ streamed response, changed or not.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from envoy.config.core.v3 import base_pb2
@@ -20,6 +21,7 @@ from google.protobuf.message import DecodeError
 from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
 from sidecar.grpc_server import GrpcError, Status
 from sidecar.http_session import HttpResult, HttpSession
+from sidecar.offload import StreamWork
 from vmm.events import Direction, Fields, Mutation, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -127,20 +129,27 @@ class HttpExtProcCall:
         self._setup = setup
         self._headers = headers
         self._stream: HttpStream | None = None
+        self._work: StreamWork | None = None
 
-    def message(self, payload: bytes) -> bytes | None:
+    def message(self, payload: bytes) -> bytes | asyncio.Future[bytes | None] | None:
         try:
             request = pb.ProcessingRequest.FromString(payload)
         except DecodeError:
             raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
-        if self._stream is None:
+        if self._stream is None or self._work is None:
             plugins, metadata = open_stream(self._setup, self._headers, "http")
             self._stream = HttpStream(HttpSession(plugins, stream_info(request, metadata)),
                                       request)
-        response = self._stream.respond(request)
-        return None if request.observability_mode else response.SerializeToString()
+            self._work = self._setup.offload.stream(plugins)
+        stream = self._stream
+
+        def answer() -> bytes | None:
+            response = stream.respond(request)
+            return None if request.observability_mode else response.SerializeToString()
+
+        return self._work.run(answer)
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.session.plugins.close()
+        if self._stream is not None and self._work is not None:
+            self._work.close(self._stream.session.plugins.close)
         self._setup.admission.close_stream()

@@ -8,11 +8,14 @@ pass on: the original bytes or the plugins' replacement.
 
 from __future__ import annotations
 
+import asyncio
+
 from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
 from sidecar.grpc_server import GrpcError, Status
+from sidecar.offload import StreamWork
 from sidecar.tcp_session import ConnectionAction, TcpSession
 from vmm.events import Direction, StreamInfo
 
@@ -53,18 +56,21 @@ class NetworkExtProcCall:
         self._setup = setup
         self._headers = headers
         self.session: TcpSession | None = None
+        self._work: StreamWork | None = None
 
-    def message(self, payload: bytes) -> bytes:
+    def message(self, payload: bytes) -> bytes | asyncio.Future[bytes]:
         try:
             request = pb.ProcessingRequest.FromString(payload)
         except DecodeError:
             raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
-        if self.session is None:
+        if self.session is None or self._work is None:
             plugins, metadata = open_stream(self._setup, self._headers, "tcp")
             self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
-        return tcp_response(self.session, request).SerializeToString()
+            self._work = self._setup.offload.stream(plugins)
+        session = self.session
+        return self._work.run(lambda: tcp_response(session, request).SerializeToString())
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
+        if self.session is not None and self._work is not None:
+            self._work.close(self.session.close)
         self._setup.admission.close_stream()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidecar.config import PluginEntry, SidecarConfig
 from vmm.capabilities import MetricsSink
@@ -16,11 +16,32 @@ CHAIN_METADATA_KEY = "x-hyperfilter-chain"
 SPARE_SANDBOXES = 4  # per plugin: enough for a burst of new streams between two loop turns
 
 
+class Pace:
+    """How long a plugin's events take, on average (seconds, exponentially weighted): a
+    plugin past SLOW_EVENT_SECONDS has its streams' events run off the event loop, so that
+    it cannot stall the streams of other plugins."""
+
+    __slots__ = ("average",)
+    WEIGHT = 0.1  # of the newest event
+    SLOW_EVENT_SECONDS = 0.002
+
+    def __init__(self) -> None:
+        self.average = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.average += (seconds - self.average) * self.WEIGHT
+
+    @property
+    def slow(self) -> bool:
+        return self.average > self.SLOW_EVENT_SECONDS
+
+
 @dataclass(frozen=True)
 class ChainLink:
     plugin: LoadedPlugin
     policy: FailurePolicy
     pool: SandboxPool
+    pace: Pace = field(default_factory=Pace, compare=False)
 
     @property
     def name(self) -> str:

@@ -11,6 +11,7 @@ from sidecar.admission import Admission
 from sidecar.config import Address, TcpAddress, TlsConfig, UnixAddress, parse_address
 from sidecar.grpc_metadata import Metadata, StreamSetup
 from sidecar.grpc_server import GrpcServer
+from sidecar.offload import Offload
 from sidecar.quiet_work import QuietWork
 from sidecar.registry import Registry
 from sidecar.streams import Observer
@@ -39,8 +40,11 @@ class SidecarServer:
     def __init__(self, registry: Registry, admission: Admission,
                  observers: tuple[Observer, ...] = ()) -> None:
         """Made on the event loop that will serve it. A reload replaces `setup.registry`."""
-        self.quiet_work = QuietWork(asyncio.get_running_loop())
-        self.setup = setup = StreamSetup(registry, observers, self.quiet_work, admission)
+        loop = asyncio.get_running_loop()
+        self.quiet_work = QuietWork(loop)
+        self.offload = Offload(loop)
+        self.setup = setup = StreamSetup(registry, observers, self.quiet_work, admission,
+                                         self.offload)
 
         def tcp(headers: Metadata) -> network_ext_proc.NetworkExtProcCall:
             return network_ext_proc.NetworkExtProcCall(setup, headers)
@@ -69,6 +73,7 @@ class SidecarServer:
     async def drain(self, deadline_seconds: float) -> None:
         """No new connections or streams; open streams run until they end or the deadline."""
         await self._grpc.drain(deadline_seconds)
+        self.offload.close()  # events in flight finish first
         self.quiet_work.run_all()  # the sandboxes of the streams that just ended
 
     async def stop(self) -> None:

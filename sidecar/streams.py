@@ -25,6 +25,10 @@ _stream_ids = itertools.count(1)
 Deferral = Callable[[Callable[[], object]], object]
 
 
+def _now(work: Callable[[], object]) -> None:
+    work()
+
+
 class Decision(NamedTuple):
     """What one plugin decided about one event of one stream: a verdict, or a fault.
     (A tuple: one is made per event and plugin, and tuples are the cheapest to make.)"""
@@ -59,7 +63,7 @@ class StreamFailed(Exception):
 class Link:
     """One link of a stream's chain: its plugin, policy and own sandbox."""
 
-    __slots__ = ("events", "name", "policy", "position", "sandbox", "tier")
+    __slots__ = ("events", "name", "pace", "policy", "position", "sandbox", "tier")
 
     def __init__(self, position: int, link: ChainLink, sandbox: Sandbox | None) -> None:
         self.position = position
@@ -67,6 +71,7 @@ class Link:
         self.tier = link.plugin.tier
         self.policy = link.policy
         self.events = link.plugin.manifest.events
+        self.pace = link.pace  # the plugin's, shared by its streams
         self.sandbox = sandbox  # None once dropped
 
 
@@ -90,6 +95,9 @@ class StreamPlugins:
         self.chain = chain
         self.protocol = protocol
         self._observers = observers
+        # While an event runs off the event loop (sidecar/offload.py): how work for the loop
+        # gets there (its call_soon_threadsafe). None on the loop itself.
+        self.handoff: Deferral | None = None
         self.failure: StreamFailed | None = None
         if chain.refusal is not None:
             log.warning("stream %d: %s", self.id, chain.refusal)
@@ -122,6 +130,11 @@ class StreamPlugins:
                 self.failure = StreamFailed(str(fault))
             return None
 
+    @property
+    def slow(self) -> bool:
+        """Whether one of its plugins is slow: its events then run off the event loop."""
+        return any(link.pace.slow for link in self.links)
+
     def in_order(self, direction: Direction) -> list[Link]:
         return self.links if direction is Direction.INBOUND else self.outbound
 
@@ -132,11 +145,13 @@ class StreamPlugins:
         kind = kind_of(event)
         if sandbox is None or kind not in link.events:
             return None
+        start = time.perf_counter()
         try:
             verdict = sandbox.deliver(event)
             if sandbox.unsettled:
-                self._defer(sandbox.settle)
+                self._to_loop(self._defer, sandbox.settle)
         except SandboxFault as fault:
+            link.pace.record(time.perf_counter() - start)
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
@@ -145,10 +160,18 @@ class StreamPlugins:
             if link.policy is FailurePolicy.FAIL_CLOSED:
                 raise StreamFailed(str(fault)) from None
             return None
+        link.pace.record(time.perf_counter() - start)
         if self._observers:
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
                                    getattr(event, "direction", None), verdict=verdict))
         return verdict
+
+    def _to_loop(self, run: Deferral, work: Callable[[], object]) -> None:
+        """`run(work)` where `run` is only for the event loop's thread."""
+        if self.handoff is None:
+            run(work)
+        else:
+            self.handoff(lambda: run(work))
 
     def _report_fault(self, plugin: str, policy: FailurePolicy, fault: SandboxFault,
                       during: str) -> None:
@@ -157,14 +180,20 @@ class StreamPlugins:
                     policy.value, outcome)
 
     def _observe(self, decision: Decision) -> None:
+        if self.handoff is not None:
+            self.handoff(lambda: self._observe_now(decision))
+        else:
+            self._observe_now(decision)
+
+    def _observe_now(self, decision: Decision) -> None:
         for observer in self._observers:
             observer.decided(decision)
 
     def _drop(self, link: Link) -> None:
         if link.sandbox is not None:
-            self._when_quiet(link.sandbox.close)  # it takes no more events from now
-            link.sandbox = None
-            self._admission.give_back_sandbox()
+            sandbox, link.sandbox = link.sandbox, None  # it takes no more events from now
+            self._to_loop(self._when_quiet, sandbox.close)
+            self._to_loop(_now, self._admission.give_back_sandbox)
 
     def close(self) -> None:
         for link in self.links:

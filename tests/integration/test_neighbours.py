@@ -1,0 +1,61 @@
+"""A slow plugin cannot stall the others, through the real Envoy: connections through a plugin
+that spends most of its CPU bound on every event, and meanwhile a neighbour through the
+pass-through plugin on the same sidecar, whose round trips must all be answered within
+Envoy's message timeout. (Run on the event loop, fifty such connections had kept the
+neighbour from any round trip for 10 s.)"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TIERS
+from tests.integration.harness import Stack, StackSpec, stack_per_tier, tcp_exchange
+
+pytestmark = pytest.mark.integration
+
+SPEC = StackSpec(plugins={"pass-through": "pass-through", "busy": "busy"},
+                 tcp={"pass-through": "pass-through", "busy": "busy"})
+BUSY_CONNECTIONS = 80
+SECONDS = 3.0
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
+    yield from stack_per_tier(SPEC, request.param, compile_cache)
+
+
+def keep_busy(port: int, until: float, answered: list[int]) -> None:
+    """Round trips through the busy plugin until `until`; counts the answered ones."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        while time.monotonic() < until:
+            conn.sendall(b"x")
+            if conn.recv(16) != b"x":
+                return
+            answered.append(1)
+
+
+def test_a_slow_plugin_does_not_stall_a_neighbour(stack: Stack) -> None:
+    until = time.monotonic() + SECONDS
+    answered: list[int] = []
+    busy = [threading.Thread(target=keep_busy, args=(stack.ports["busy"], until, answered))
+            for _ in range(BUSY_CONNECTIONS)]
+    for thread in busy:
+        thread.start()
+    neighbour = []
+    while time.monotonic() < until:
+        neighbour.append(tcp_exchange(stack.ports["pass-through"], [b"ping"]).replies)
+    for thread in busy:
+        thread.join()
+    assert neighbour and all(replies == [b"ping"] for replies in neighbour), (
+        f"{sum(r != [b'ping'] for r in neighbour)} of the neighbour's {len(neighbour)} "
+        "connections were not answered")
+    assert answered, "the busy plugin's own connections were not served at all"
+    busy_link = stack.sidecar.registry.chains["busy"].links[0]
+    assert busy_link.pace.slow  # so its events ran off the event loop
+    assert not stack.sidecar.registry.chains["pass-through"].links[0].pace.slow
