@@ -148,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self.draining = False
+        self._goaway = False  # one was sent or received: the session may finish
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class Connection(asyncio.Protocol):
                 and not self._reset_budget.spend(now):
             log.warning("HTTP/2 connection from %s reset over %d unanswered streams; sent "
                         "away", self._peer(), RESET_BURST)
+            self._goaway = True
             self._session.terminate(nghttp2.ENHANCE_YOUR_CALM)
         if not self._streams:
             self._idle_since = now
@@ -271,8 +273,13 @@ class Connection(asyncio.Protocol):
                 outgoing[0] = chunk[length:]
                 length = 0
 
+    def goaway_received(self) -> None:
+        self._goaway = True
+
     def output(self, data: bytes) -> None:
         self._out.append(data)
+        if not self._goaway and _has_goaway(data):  # nghttp2's own, for a connection error
+            self._goaway = True
 
     def trailers(self, stream_id: int) -> HeaderList:
         return self._streams[stream_id].trailers  # type: ignore[return-value]
@@ -352,7 +359,7 @@ class Connection(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.write(b"".join(self._out))
             self._out.clear()
-        if self._session.finished:
+        if self._goaway and self._session.finished:
             self._close()
 
     # --- draining and timeouts ----------------------------------------------------------
@@ -362,13 +369,14 @@ class Connection(asyncio.Protocol):
         taken after DRAIN_NOTICE_SECONDS; the connection closes when its streams are done."""
         if self.draining or self._transport is None:
             return
-        self.draining = True
+        self.draining = self._goaway = True
         self._session.shutdown_notice()
         self.flush()
-        self._loop.call_later(DRAIN_NOTICE_SECONDS, self._goaway, NO_ERROR)
+        self._loop.call_later(DRAIN_NOTICE_SECONDS, self._send_goaway, NO_ERROR)
 
-    def _goaway(self, code: int) -> None:
+    def _send_goaway(self, code: int) -> None:
         if self._transport is not None:
+            self._goaway = True
             self._session.goaway(code)
             self.flush()
 
@@ -393,7 +401,7 @@ class Connection(asyncio.Protocol):
         if self._streams:
             self._idle_since = now
         elif now - self._idle_since >= IDLE_TIMEOUT_SECONDS:
-            self._goaway(NO_ERROR)
+            self._send_goaway(NO_ERROR)
             self._close()
             return
         self._idle_timer = self._loop.call_later(self._idle_since + IDLE_TIMEOUT_SECONDS - now,
@@ -421,6 +429,16 @@ class Connection(asyncio.Protocol):
     def _peer(self) -> str:
         info = self._transport.get_extra_info("peername") if self._transport else None
         return f"{info[0]}:{info[1]}" if isinstance(info, tuple) else "?"
+
+
+def _has_goaway(frames: bytes) -> bool:
+    """Whether serialized frames (whole ones, as nghttp2 hands them out) hold a GOAWAY."""
+    at = 0
+    while at + 9 <= len(frames):
+        if frames[at + 3] == nghttp2.FRAME_GOAWAY:
+            return True
+        at += 9 + int.from_bytes(frames[at:at + 3], "big")
+    return False
 
 
 def header_list(fields: Sequence[tuple[str, str]]) -> HeaderList:

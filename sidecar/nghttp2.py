@@ -132,7 +132,7 @@ ERR_CALLBACK_FAILURE = -902
 # CONTINUATION frames or SETTINGS entries) and everything else.
 FLOOD_ERRORS = frozenset({-904, -905, -537})
 DATA_FLAG_EOF, DATA_FLAG_NO_END_STREAM, DATA_FLAG_NO_COPY = 0x1, 0x2, 0x4
-FRAME_DATA, FRAME_HEADERS = 0x0, 0x1
+FRAME_DATA, FRAME_HEADERS, FRAME_GOAWAY = 0x0, 0x1, 0x7
 FLAG_END_STREAM = 0x1
 HCAT_REQUEST = 0
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS, \
@@ -228,6 +228,9 @@ class SessionEvents(Protocol):
     def stream_closed(self, stream_id: int, error_code: int) -> None:
         """The stream is gone: both sides ended, or a reset either way."""
 
+    def goaway_received(self) -> None:
+        """The peer opens no more streams: the session finishes once its streams are done."""
+
     def data_length(self, stream_id: int, room: int) -> tuple[int, bool]:
         """How many queued bytes (at most `room`) the next DATA frame carries, and whether
         they are the stream's last; (0, False) when nothing is queued yet."""
@@ -307,6 +310,8 @@ class _Callbacks:
             events.request_headers_done(hd.stream_id, bool(hd.flags & FLAG_END_STREAM))
         elif hd.type in (FRAME_DATA, FRAME_HEADERS) and hd.flags & FLAG_END_STREAM:
             events.end_stream(hd.stream_id)
+        elif hd.type == FRAME_GOAWAY:
+            events.goaway_received()
         return 0
 
     @staticmethod
@@ -436,7 +441,8 @@ class ServerSession:
 
     @property
     def finished(self) -> bool:
-        """Neither side has anything more to say: the connection can close."""
+        """Neither side has anything more to say: the connection can close (only ever after
+        a GOAWAY, sent or received)."""
         session = self._live()
         return not lib.nghttp2_session_want_read(session) \
             and not lib.nghttp2_session_want_write(session)
