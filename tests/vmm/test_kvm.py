@@ -1,23 +1,36 @@
-"""What only the kvm tier does: a VM per sandbox reset and reused, exits the host checks
-against the grants, a guest that crashes its VM, the image cache, and what it refuses."""
+"""What only the kvm tier does: a VM per sandbox reset and reused, its working set learned
+and capped, exits the host checks against the grants, a guest that crashes its VM, the image
+cache and its build, and what it refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
+from pathlib import Path
 
 import pytest
 
+from sidecar.plugin_build import build_plugin
 from tests.conftest import Loader, RecordingMetrics, plugin_dir, skip_unless_tier_runs
 from vmm.capabilities import HostEnv, PluginLog
 from vmm.core_module import check_core_module
-from vmm.errors import PluginTrap, SandboxPoisoned, TierMismatchError, VmFault
+from vmm.errors import (
+    PluginLoadError,
+    PluginTrap,
+    SandboxFault,
+    SandboxPoisoned,
+    TierMismatchError,
+    VmFault,
+)
 from vmm.events import FORWARD, Direction, Replace, TcpData
 from vmm.kvm import KvmBackend
 from vmm.kvm.glue import GuestFunctions
-from vmm.kvm.image import build_image
-from vmm.kvm.layout import IMAGE, MAILBOX, MEMORY_LIMIT
+from vmm.kvm.image import CFLAGS, GUEST_SOURCES, build_image, run_build_step
+from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT
 from vmm.kvm.plugin import KvmPlugin
 from vmm.kvm.sandbox import KvmSandbox
+from vmm.kvm.working_set import LEARNING_STREAMS
 from vmm.loader import load_plugin
 from vmm.manifest import load_manifest
 
@@ -64,6 +77,41 @@ def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: Loader)
     fresh: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
     assert plugin.working_set.pages <= fresh.machine.written_pages()
     assert fresh.deliver(data(b"y")) == Replace(b"1:y")
+
+
+def stream(plugin: KvmPlugin, command: bytes) -> None:
+    """One stream of one event, which may fault; closed either way."""
+    sandbox = plugin.new_sandbox()
+    with contextlib.suppress(SandboxFault):
+        sandbox.deliver(data(command))
+    sandbox.close()
+
+
+def test_only_clean_streams_within_the_cap_teach_the_working_set(load_kvm: Loader) -> None:
+    plugin: KvmPlugin = load_kvm("host-loop")  # type: ignore[assignment]
+    stream(plugin, b"write 2")  # 512 pages, past the cap
+    stream(plugin, b"log")  # stopped at its CPU bound
+    assert plugin.working_set.pages == set()
+    stream(plugin, b"pass")
+    assert 0 < len(plugin.working_set.pages) <= plugin.working_set.max_pages
+
+
+def test_streams_writing_much_memory_do_not_grow_later_vms(load_kvm: Loader) -> None:
+    """A plugin's first streams each writing megabytes leave every VM made or reset after them,
+    idle ones too, with no more private pages than the cap."""
+    plugin: KvmPlugin = load_kvm("host-loop")  # type: ignore[assignment]
+    for _ in range(LEARNING_STREAMS):
+        stream(plugin, b"write 2")
+    opened = [plugin.new_sandbox() for _ in range(8)]  # most of them new VMs
+    for sandbox in opened:
+        sandbox.close()  # reset and kept idle
+    made = plugin.machines_made
+    idle = [plugin.new_sandbox() for _ in range(8)]
+    assert plugin.machines_made == made
+    for sandbox in idle:
+        assert sandbox.machine is not None
+        assert len(sandbox.machine.written_pages()) <= plugin.working_set.max_pages
+        assert sandbox.deliver(data(b"pass")) == FORWARD
 
 
 def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(
@@ -129,3 +177,51 @@ def test_the_memory_limit_is_the_guests(load_kvm: Loader) -> None:
 def test_components_are_refused_naming_the_wasmtime_tier(load_kvm: Loader) -> None:
     with pytest.raises(TierMismatchError, match=r'kvm tier runs core modules only.*"wasmtime"'):
         load_kvm("http-auth")
+
+
+def test_a_plugin_too_large_for_its_vm_is_refused_before_it_is_compiled(
+        tmp_path: Path, load_kvm: Loader) -> None:
+    (tmp_path / "manifest.toml").write_text(
+        'name = "oversized"\nversion = "0.1.0"\nevents = ["tcp.data"]\n')
+    (tmp_path / "oversized.c").write_text(
+        '#include "hyperfilter.h"\n'
+        "static const volatile char data[32 << 20] = {1};  /* a 32 MiB data segment */\n"
+        "hf_tcp_verdict hf_tcp_data(hf_direction d, hf_bytes b, bool eos) {\n"
+        "    (void)d; (void)eos; return data[b.len] ? hf_forward() : hf_forward();\n}\n")
+    build_plugin(tmp_path)
+    with pytest.raises(PluginLoadError, match=r"its data segments take 32\.0 MiB; a kvm guest "
+                                              r"image has 15 MiB for its code and data"):
+        load_kvm(tmp_path)
+
+
+def test_a_link_failure_names_the_linkers_reason(tmp_path: Path,
+                                                 kvm_backend: KvmBackend) -> None:
+    """gcc sums up any failure of ld as "collect2: error: ld returned 1 exit status"; the load
+    error says what ld said. Here the guest's own linker script refuses an image that does
+    not fit below linear memory."""
+    (tmp_path / "large.c").write_text(
+        "static volatile char data[16 << 20] = {1};\n"
+        '__attribute__((section(".text.start"))) void hf_start(void) { data[0]++; }\n')
+    with pytest.raises(PluginLoadError) as refused:
+        run_build_step("large", "gcc", [
+            kvm_backend.toolchain.cc, *CFLAGS, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
+            "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin", "large.c"], tmp_path)
+    assert "ld: the plugin is too large for the space below linear memory" in str(refused.value)
+    assert "collect2" not in str(refused.value)
+
+
+def test_a_build_step_past_its_time_bound_is_stopped_with_its_children(tmp_path: Path) -> None:
+    """As gcc leaves the work to cc1 and ld, the step here leaves it to a child: both go."""
+    with pytest.raises(PluginLoadError, match=r"slow-tool did not finish within 0\.2 s"):
+        run_build_step("slow", "slow-tool", ["sh", "-c", "sleep 60 & echo $! > child; wait"],
+                       tmp_path, timeout=0.2)
+    child = Path(f"/proc/{(tmp_path / 'child').read_text().strip()}/stat")
+    for _ in range(100):  # until it is reaped, or seen dead
+        try:
+            if child.read_text().rpartition(") ")[2].startswith("Z"):
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the step's child outlived it")

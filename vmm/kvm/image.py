@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -32,6 +35,12 @@ CFLAGS = (
 # wasm2c's defaults: MVP, bulk memory, reference types, multi-value; SIMD modules fail to build
 # (wasm2c's SIMD needs the simde headers), exceptions are off.
 WASM2C_FLAGS: tuple[str, ...] = ()
+# Each build step (wasm2c, gcc) is stopped past this: a plugin that takes gcc longer is refused
+# rather than holding the loader (and gigabytes of the host's memory) on and on.
+BUILD_STEP_SECONDS = 120
+IMAGE_SPACE = LINEAR_BASE - IMAGE  # the image's code and data, below linear memory
+_DATA_SECTION = 11
+_LINKER_LINE = re.compile(r"(\S*/)?ld(\.\w+)?: ")  # "/usr/bin/ld: ...", "ld.bfd: ..."
 
 
 class Toolchain:
@@ -79,15 +88,21 @@ def build_image(plugin: str, wasm: bytes, core: CoreModule, functions: glue.Gues
 
 
 def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
+    data = _data_section_size(wasm)
+    if data > IMAGE_SPACE:  # refused now, before gcc spends minutes and gigabytes on it
+        raise PluginLoadError(plugin, f"its data segments take {data / 2**20:.1f} MiB; a kvm "
+                                      f"guest image has {IMAGE_SPACE >> 20} MiB for its code "
+                                      f"and data")
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
         (build / "plugin.wasm").write_bytes(wasm)
         (build / "glue.c").write_text(glue_source)
         (build / "layout.h").write_text(guest_header())
         shutil.copy(toolchain.runtime_header, build / "wasm-rt.h")
-        _step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n", glue.MODULE_NAME,
-                                 "plugin.wasm", "-o", "plugin.c"], build)
-        _step(plugin, "gcc", [
+        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n",
+                                          glue.MODULE_NAME, "plugin.wasm", "-o", "plugin.c"],
+                       build)
+        run_build_step(plugin, "gcc", [
             toolchain.cc, *CFLAGS, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
             "-I", str(build), "-I", str(GUEST_SOURCES / "include"),
             "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin",
@@ -99,9 +114,53 @@ def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -
     return image
 
 
-def _step(plugin: str, tool: str, command: list[str], cwd: Path) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-        detail = "; ".join((errors or result.stderr.splitlines() or ["no output"])[:3])
-        raise PluginLoadError(plugin, f"cannot be built for the kvm tier ({tool}): {detail}")
+def _data_section_size(wasm: bytes) -> int:
+    """Bytes of the module's data section (its data segments and their headers), 0 if none.
+    The section layout was checked when the module was read (vmm/wasm_types.py)."""
+    at = 8  # past the magic and version
+    while at < len(wasm):
+        section = wasm[at]
+        size, at = _uleb(wasm, at + 1)
+        if section == _DATA_SECTION:
+            return size
+        at += size
+    return 0
+
+
+def _uleb(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def run_build_step(plugin: str, tool: str, command: list[str], cwd: Path,
+                   timeout: float = BUILD_STEP_SECONDS) -> None:
+    """Run one step of a build; a failure is a PluginLoadError with the tool's own reason.
+    The step runs in a process group of its own, killed whole past `timeout`: gcc leaves its
+    work to children (cc1, ld), which would outlive it."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise PluginLoadError(plugin, f"cannot be built for the kvm tier: {tool} did not finish "
+                                      f"within {timeout:g} s") from None
+    if process.returncode != 0:
+        raise PluginLoadError(plugin, f"cannot be built for the kvm tier ({tool}): "
+                                      f"{_reason(stderr, process.returncode)}")
+
+
+def _reason(stderr: str, returncode: int) -> str:
+    """The lines that say why: errors, and the linker's messages, which gcc only sums up as
+    "collect2: error: ld returned 1 exit status"."""
+    lines = [line.strip() for line in stderr.splitlines()
+             if line.strip() and not line.startswith("collect2:")]
+    reasons = [line for line in lines if "error" in line.lower() or _LINKER_LINE.match(line)]
+    return "; ".join((reasons or lines)[:3]) or f"exit status {returncode}, no output"

@@ -58,7 +58,7 @@ class VmCrash(Exception):
 
 
 class VcpuTimeout(Exception):
-    """The vCPU was still running at its deadline (the machine is broken)."""
+    """The vCPU's event used up its CPU time (the machine is broken)."""
 
 
 def missing_cpu_flags() -> list[str]:
@@ -91,14 +91,16 @@ class CpuState:
 
 
 class Machine:
-    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_vcpu", "_vm", "address", "deadline",
+    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_vcpu", "_vm", "address", "cpu_until",
                  "memory", "size", "state", "timings")
 
     def __init__(self, kvm: Kvm, memfd: int, size: int, *, shared: bool = False) -> None:
         self._kvm = kvm
         self._memfd = memfd
         self.size = size
-        self.deadline = float("inf")  # the watchdog kicks the vCPU after it
+        # The running thread's CPU clock reading past which the guest stops (set for each run
+        # by vmm/kvm/watchdog.py; none is left before the first).
+        self.cpu_until = 0.0
         self.state = MachineState.BROKEN  # until every resource below exists
         self.timings: dict[str, float] = {}  # seconds, per step: where making it went
         self._vm = self._vcpu = -1
@@ -185,17 +187,20 @@ class Machine:
 
     def run(self) -> tuple[int, int]:
         """Run until the guest writes a 32-bit value to its exit window: (exit kind, value).
-        Raise VcpuTimeout past `deadline`, VmCrash on any other exit; both break the machine."""
+        Raise VcpuTimeout once this thread's CPU clock passes `cpu_until`, VmCrash on any other
+        exit; both break the machine."""
         if self.state is not MachineState.READY:
             raise VmCrash(f"the machine is {self.state.value}")
         run = self._run_view
         while True:
+            # Before every entry: after the exit the host just served (a loop over host calls
+            # stops here) as after a kick.
+            if time.thread_time() >= self.cpu_until:
+                self.state = MachineState.BROKEN
+                raise VcpuTimeout
             if api.ioctl_nocheck(self._vcpu, api.RUN) < 0:
                 code = ctypes.get_errno()
                 if code == errno.EINTR:  # a kick from the watchdog, or another signal
-                    if time.monotonic() >= self.deadline:
-                        self.state = MachineState.BROKEN
-                        raise VcpuTimeout
                     continue
                 self.state = MachineState.BROKEN
                 raise VmCrash(f"KVM_RUN failed: {os.strerror(code)}")

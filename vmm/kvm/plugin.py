@@ -51,7 +51,7 @@ class KvmPlugin(LoadedPlugin):
         self.has_input_area = core.has_input_area
         self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
                                       manifest.limits.memory_bytes)
-        self.working_set = WorkingSet()
+        self.working_set = WorkingSet(manifest.limits.memory_bytes)
         self._idle: list[Machine] = []
         self.machines_made = 0
         try:

@@ -5,34 +5,50 @@ Every connection's first event would otherwise fault each of those pages in the 
 a shadow-paging KVM handles slowly; prefaulting in the host costs a fraction of that, off the
 event's path (when a VM is made or reset). Isolation is unchanged: a prefaulted page is a copy
 of the sealed snapshot.
+
+What is prefaulted stays in every idle VM, so it is capped per plugin, and only streams that
+ended cleanly having written no more than the cap teach it: a stream that writes its whole
+memory limit would otherwise make every later VM of the plugin, idle ones too, that big. The
+pages most of the teaching streams wrote are kept.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+from collections import Counter
 
+from vmm.kvm.layout import PAGE
 from vmm.kvm.machine import Machine
 
 log = logging.getLogger(__name__)
-LEARNING_STREAMS = 16
+LEARNING_STREAMS = 16  # streams looked at, taught or not: the look (pagemap) is the host's work
+MAX_WORKING_SET = 256 << 10  # bytes prefaulted per VM at most: 16 MiB over 64 idle VMs
+WORKING_SET_SHARE = 16  # nor more than this fraction of the plugin's memory limit
 
 
 class WorkingSet:
-    def __init__(self, learning_streams: int = LEARNING_STREAMS) -> None:
+    def __init__(self, memory_limit: int, learning_streams: int = LEARNING_STREAMS) -> None:
+        self.max_pages = min(MAX_WORKING_SET, memory_limit // WORKING_SET_SHARE) // PAGE
         self.pages: set[int] = set()
+        self._writers: Counter[int] = Counter()  # page -> how many teaching streams wrote it
         self._runs: list[tuple[int, int]] = []  # (first page, count)
         self._left = learning_streams
 
     def learn_from(self, machine: Machine) -> None:
-        """Add the pages `machine`'s guest wrote, while still learning."""
+        """Learn from the pages the guest of a cleanly finished stream wrote, while still
+        learning, unless it wrote more than the cap."""
         if self._left <= 0:
             return
         self._left -= 1
         written = machine.written_pages()
-        if not written <= self.pages:
-            self.pages |= written
-            self._runs = _runs(self.pages)
+        if len(written) > self.max_pages:
+            return
+        self._writers.update(written)
+        pages = {page for page, _ in self._writers.most_common(self.max_pages)}
+        if pages != self.pages:
+            self.pages = pages
+            self._runs = _runs(pages)
 
     def prefault(self, machine: Machine) -> None:
         try:

@@ -9,6 +9,7 @@ from importlib.metadata import version
 
 import wasmtime
 
+from vmm.cpu_clock import BusiestThread
 from vmm.wasmtime.raw import set_epoch_deadline
 
 TICK_SECONDS = 0.005
@@ -46,8 +47,15 @@ def runtime_fingerprint() -> str:
 
 
 class EpochTicker:
-    """Advances every engine's epoch each tick; a store whose deadline passes traps with
-    INTERRUPT. Wasm runs with the GIL released, so the ticker runs while a plugin loops."""
+    """Advances every engine's epoch once per tick of CPU time; a store whose deadline passes
+    traps with INTERRUPT. Wasm runs with the GIL released, so the ticker runs while a plugin
+    loops, and a host call returns into wasm code that checks the epoch.
+
+    An epoch is a tick of CPU time of the process's busiest thread, looked at every tick of
+    wall time. For the thread running a sandbox that is at least its own CPU time, so no event
+    runs much past its `cpu-ms`, and a thread waiting for a core is not charged for the wait.
+    (While another thread of the process is busier, the sandbox is charged that thread's time
+    and stops sooner.)"""
 
     def __init__(self, tick: float = TICK_SECONDS) -> None:
         self._engines: list[wasmtime.Engine] = []
@@ -61,14 +69,21 @@ class EpochTicker:
         self._engines = [*self._engines, engine]  # a new list: the thread iterates the old
 
     def _run(self) -> None:
+        busiest = BusiestThread()
+        owed = 0.0  # CPU time not yet counted as an epoch
         while not self._stop.wait(self.tick):
-            for engine in self._engines:
-                engine.increment_epoch()
-            self.epoch += 1
+            owed += busiest.used_since_last_look()
+            while owed >= self.tick:
+                owed -= self.tick
+                for engine in self._engines:
+                    engine.increment_epoch()
+                self.epoch += 1
 
     def ticks_for(self, cpu_ms: int) -> int:
-        """Deadline in ticks for `cpu_ms`; one more because the current tick is partly gone."""
-        return math.ceil(cpu_ms / 1000 / self.tick) + 1
+        """Deadline in ticks for at least `cpu_ms`, and at most two ticks more: when it is
+        set, the current tick is partly gone, and the CPU time used since the ticker last
+        looked (up to a tick) is yet to be counted."""
+        return math.ceil(cpu_ms / 1000 / self.tick) + 2
 
     def close(self) -> None:
         self._stop.set()
@@ -81,8 +96,8 @@ class EpochDeadline:
     Set within one tick, the deadline is the same absolute epoch wherever in the tick it is
     set; so it is set again only once the ticker has counted a new epoch, and most calls cost
     no foreign call for it. The ticker counts after incrementing, so a count that lags by one
-    leaves a deadline set in the previous tick, which still grants `ticks - 1` whole ticks: the
-    CPU time asked for, as the extra tick in `ticks_for` promises."""
+    leaves a deadline set in the previous tick, which still grants `ticks - 1` whole ticks,
+    less what the ticker has yet to count: the CPU time asked for, as `ticks_for` promises."""
 
     __slots__ = ("_ctx_address", "_set_at", "_ticker", "_ticks")
 
