@@ -63,7 +63,8 @@ def _up_to_date(output: Path, inputs: list[Path]) -> bool:
 
 def plugin_world(manifest: Manifest) -> str:
     """The WIT world of a component plugin: the filter world plus its granted capabilities."""
-    imports = "".join(f"    import {interface_id(name)};\n" for name in sorted(manifest.grants))
+    imports = "".join(f"    import {interface_id(name)};\n" for name, grant in
+                      sorted(manifest.grants.items()) if grant.functions)  # not `route`
     return (f"package hyperfilter-plugin:{manifest.name};\n\n"
             f"world plugin {{\n    include {FILTER_WORLD};\n{imports}}}\n")
 

@@ -3,6 +3,9 @@ every isolation tier this machine can run (a tier it cannot run is skipped, sayi
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +29,20 @@ def plugin_dir(name: str) -> Path:
     """An example plugin's directory, or a test plugin's."""
     example = EXAMPLES / name
     return example if example.is_dir() else TEST_PLUGINS / name
+
+
+def as_component(name: str, tmp_path: Path) -> Path:
+    """A copy of the C plugin `name` whose module wasm-tools has wrapped as a component:
+    the same code, lifted and lowered by wasmtime's component model instead of the host."""
+    copy = tmp_path / name
+    shutil.copytree(plugin_dir(name), copy)
+    wasm = copy / f"{name}.wasm"
+    wasm_tools = Path(sys.executable).parent / "wasm-tools"
+    embedded = tmp_path / f"{name}-embedded.wasm"
+    subprocess.run([wasm_tools, "component", "embed", ROOT / "plugins" / "wit", "--world",
+                    "filter", wasm, "-o", embedded], check=True)
+    subprocess.run([wasm_tools, "component", "new", embedded, "-o", wasm], check=True)
+    return copy
 
 
 class RecordingMetrics(MetricsSink):

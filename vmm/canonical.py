@@ -141,19 +141,21 @@ def lower_buffer(mem: Memory, data: bytes) -> tuple[int, int]:
     return ptr, len(data)
 
 
+def lift_text(mem: Memory, ptr: int, length: int) -> str:
+    """A string from memory: its bytes, which must be UTF-8."""
+    try:
+        return mem.read(ptr, length).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AbiError(f"string is not valid UTF-8: {exc.reason}") from None
+
+
 class _Buffer(_PointerLength):
     """string and list<u8>: the bytes themselves."""
 
     text = False
 
     def _lift(self, mem: Memory, ptr: int, length: int) -> Any:
-        data = mem.read(ptr, length)
-        if not self.text:
-            return data
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise AbiError(f"string is not valid UTF-8: {exc.reason}") from None
+        return lift_text(mem, ptr, length) if self.text else mem.read(ptr, length)
 
     def _lower(self, mem: Memory, value: Any) -> tuple[int, int]:
         return lower_buffer(mem, value.encode("utf-8") if self.text else bytes(value))

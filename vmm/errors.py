@@ -93,3 +93,24 @@ class SandboxPoisoned(SandboxFault):
     """An event was delivered to a sandbox that already failed."""
 
     cause = "is poisoned by an earlier fault"
+
+
+class VerdictTooLarge(InvalidVerdict):
+    """The verdict is larger than the plugin's limits let the host lift, copy and send on:
+    too many bytes (each list entry counted too) or too many entries. Refused on the sizes the
+    plugin declares, before the host copies anything."""
+
+    cause = "returned a verdict larger than its limits"
+
+
+class UnacceptableVerdict(InvalidVerdict):
+    """The verdict breaks a rule Envoy applies to what a processor sends (a header name or
+    value it refuses, a header it ignores or a message framing it would misread)."""
+
+    cause = "returned a verdict Envoy would refuse or misread"
+
+
+class UngrantedMutation(InvalidVerdict):
+    """The verdict changes a header only a grant lets a plugin change (`route`)."""
+
+    cause = "returned a verdict its grants do not allow"

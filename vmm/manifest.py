@@ -10,6 +10,7 @@ what it may touch, its limits and failure policy, and its own configuration.
     [limits]
     memory-mb = 16                    # linear memory cap
     cpu-ms = 20                       # CPU time per event
+    verdict-kb = 1024                 # optional: most a verdict holds (default: memory-mb)
 
     [grants.log]
     rate = 10                         # messages per second
@@ -52,10 +53,33 @@ class FailurePolicy(enum.Enum):
 FAILURE_POLICIES = {policy.value: policy for policy in FailurePolicy}
 
 
+# Tables are memory the host allocates for the plugin: wasmtime stores 8 bytes an element.
+TABLE_ELEMENT_BYTES = 8
+# All of a sandbox's tables together may take a quarter of its memory limit in elements...
+TABLE_MEMORY_SHARE = 4
+# ...and no more than it can grow and fill in a quarter of its CPU time per event (about 5 ns
+# an element, measured): one table.grow or table.fill runs to its end, out of the CPU bound's
+# reach.
+TABLE_ELEMENTS_PER_CPU_MS = 50_000
+
+
 @dataclass(frozen=True)
 class Limits:
     memory_bytes: int = 16 << 20
     cpu_ms: int = 20
+    verdict_limit: int | None = None  # bytes; None: memory_bytes
+
+    @property
+    def verdict_bytes(self) -> int:
+        """The most a verdict may hold, counted as vmm/verdicts.py does (its bytes, and a
+        fixed cost per list entry): what the host copies and sends on for one event."""
+        return self.memory_bytes if self.verdict_limit is None else self.verdict_limit
+
+    @property
+    def table_elements(self) -> int:
+        """The elements all of a sandbox's tables may hold together."""
+        return min(self.memory_bytes // TABLE_MEMORY_SHARE // TABLE_ELEMENT_BYTES,
+                   self.cpu_ms * TABLE_ELEMENTS_PER_CPU_MS)
 
 
 @dataclass(frozen=True)
@@ -111,10 +135,15 @@ def parse_manifest(data: Mapping[str, Any], base: Path, where: str = "") -> Mani
     )
     wasm = base / table.get("wasm", str, f"{name}.wasm")
     limits_table = table.sub("limits")
-    limits = Limits(
-        memory_bytes=limits_table.get_positive("memory-mb", Limits.memory_bytes >> 20) << 20,
-        cpu_ms=limits_table.get_positive("cpu-ms", Limits.cpu_ms),
-    )
+    memory_bytes = limits_table.get_positive("memory-mb", Limits.memory_bytes >> 20) << 20
+    verdict_limit = None
+    if limits_table.has("verdict-kb"):
+        verdict_limit = limits_table.get_positive("verdict-kb", 1) << 10
+        if verdict_limit > memory_bytes:
+            raise TableError(f"{limits_table.path('verdict-kb')}: {verdict_limit >> 10} KiB "
+                             f"is more than memory-mb ({memory_bytes >> 20} MiB)")
+    limits = Limits(memory_bytes, limits_table.get_positive("cpu-ms", Limits.cpu_ms),
+                    verdict_limit)
     limits_table.finish()
     grants = parse_grants(table.sub("grants"))
     config_table = table.sub("config")

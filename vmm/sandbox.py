@@ -13,15 +13,16 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from vmm.capabilities import HostEnv
-from vmm.errors import InvalidVerdict, SandboxFault, SandboxPoisoned
+from vmm.errors import SandboxFault, SandboxPoisoned
 from vmm.events import Event, Verdict
 from vmm.manifest import Manifest
-from vmm.world import VerdictProblem, check_verdict
+from vmm.verdicts import VerdictProblem, VerdictRules, check_verdict
 
 
 class Sandbox(ABC):
-    def __init__(self, plugin: str) -> None:
+    def __init__(self, plugin: str, verdict_rules: VerdictRules) -> None:
         self.plugin = plugin
+        self.verdict_rules = verdict_rules  # the tier's lifting takes its `max_bytes`
         self.fault: SandboxFault | None = None
 
     def deliver(self, event: Event) -> Verdict | None:
@@ -30,9 +31,9 @@ class Sandbox(ABC):
         if self.fault is not None:
             raise SandboxPoisoned(self.plugin, self.fault.detail)
         try:
-            return check_verdict(event, self._run(event))
-        except VerdictProblem as problem:
-            self.fault = InvalidVerdict(self.plugin, str(problem))
+            return check_verdict(event, self._run(event), self.verdict_rules)
+        except VerdictProblem as problem:  # from the rules, or from lifting the verdict
+            self.fault = problem.fault(self.plugin, str(problem))
         except SandboxFault as fault:
             self.fault = fault
         raise self.fault
@@ -74,6 +75,7 @@ class LoadedPlugin(ABC):
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
+        self.verdict_rules = VerdictRules.of(manifest)
 
     @property
     def name(self) -> str:

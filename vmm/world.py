@@ -1,13 +1,13 @@
 """The hyperfilter world (plugins/wit/hyperfilter.wit) in canonical-ABI terms.
 
 Which export serves which event, the canonical types of its parameters and result, and the
-conversions between those values and `vmm.events`. Also the checks every verdict passes
-before the host acts on it, whichever backend produced it.
+conversions between those values and `vmm.events`. A core module's verdict is lifted here,
+its declared sizes checked against the plugin's limit (vmm/verdicts.py) before anything is
+copied; what the host may then do with it is vmm/verdicts.py's to say.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from vmm.canonical import (
     Signature,
     Tuple,
     Variant,
+    lift_text,
     lower_buffer,
 )
 from vmm.capabilities import interface_id
@@ -35,9 +36,6 @@ from vmm.events import (
     FORWARD,
     HTTP_FORWARD,
     RESET,
-    Close,
-    Event,
-    Forward,
     HttpBody,
     HttpForward,
     HttpHeaders,
@@ -46,7 +44,6 @@ from vmm.events import (
     HttpVerdict,
     Mutation,
     Replace,
-    Reset,
     Respond,
     TcpClose,
     TcpData,
@@ -54,6 +51,7 @@ from vmm.events import (
     TcpVerdict,
     Verdict,
 )
+from vmm.verdicts import check_entries, check_header_bytes, check_size
 
 DIRECTION = Enum("inbound", "outbound")
 STREAM_INFO = Record(STRING, STRING, List(Tuple(STRING, STRING)))
@@ -72,13 +70,14 @@ TYPES_INTERFACE = interface_id("types")
 
 
 Lower = Callable[[Memory, Any], Sequence[int]]
-Lift = Callable[[Memory, int | None], Verdict | None]
+Lift = Callable[[Memory, int | None, int], Verdict | None]  # memory, core result, max bytes
 
 
 @dataclass(frozen=True)
 class Export:
     """A function of the world's exports, and how an event becomes its core arguments and its
-    core result a verdict (`lower`, `lift`: plain functions, as they run on every event)."""
+    core result a verdict (`lower`, `lift`: plain functions, as they run on every event).
+    `lift` refuses a verdict declaring more than the bytes it is given (VerdictProblem)."""
 
     interface: str
     function: str
@@ -161,34 +160,78 @@ _TCP_VERDICT_LAYOUT = struct.Struct("<B3xII")
 assert (TCP_VERDICT.size, TCP_VERDICT.payload_offset) == (_TCP_VERDICT_LAYOUT.size, 4)
 
 
-def _lift_tcp(mem: Memory, raw: int | None) -> TcpVerdict:
+def _lift_tcp(mem: Memory, raw: int | None, max_bytes: int) -> TcpVerdict:
     tag, ptr, length = _TCP_VERDICT_LAYOUT.unpack(mem.read((raw or 0) & 0xFFFFFFFF, 12))
     if tag == 1:
+        check_size(length, 0, max_bytes)
         return Replace(mem.read(ptr, length))
     if tag < len(_TCP_VERDICTS):
         return _TCP_VERDICTS[tag]  # type: ignore[return-value]
     raise AbiError(f"variant tag {tag} is out of range (4 cases)")
 
 
-# http-verdict in memory: tag u8 @0, forward's mutation @4: set-headers (pointer, length),
-# remove-headers (pointer, length), the body option's tag u8 @20. The most common verdict,
-# forward with nothing changed, is all zeros there: read in one piece, and recognised.
-_HTTP_FORWARD_LAYOUT = struct.Struct("<B3xIIIIB")
+# http-verdict in memory, 32 bytes: tag u8 @0, then forward's mutation @4: set-headers
+# (pointer, length), remove-headers (pointer, length), the body option's tag u8 @20 and its
+# list<u8> @24; or respond's immediate-response @4: status u16, headers @8, body @16. The most
+# common verdict, forward with nothing changed, is all zeros up to the body's payload.
+_HTTP_FORWARD_LAYOUT = struct.Struct("<B3xIIIIB3xII")
+_RESPOND_LAYOUT = struct.Struct("<4xH2xIIII")
+_STRING_RECORD = struct.Struct("<II")
 _UNCHANGED = (0, 0, 0, 0, 0, 0)
-assert (HTTP_VERDICT.payload_offset, MUTATION.offsets) == (4, [0, 8, 16])
+assert _HTTP_FORWARD_LAYOUT.size == HTTP_VERDICT.size and HTTP_VERDICT.payload_offset == 4
+assert MUTATION.offsets == [0, 8, 16] and IMMEDIATE_RESPONSE.offsets == [0, 4, 12]
+assert List(STRING).stride == _STRING_RECORD.size
 
 
-def _lift_http(mem: Memory, raw: int | None) -> HttpVerdict:
-    ptr = (raw or 0) & 0xFFFFFFFF
-    try:
-        if _HTTP_FORWARD_LAYOUT.unpack(mem.read(ptr, _HTTP_FORWARD_LAYOUT.size)) == _UNCHANGED:
+def _records(mem: Memory, ptr: int, count: int, record: struct.Struct,
+             what: str) -> list[tuple[int, ...]]:
+    """A list's (pointer, length) records, its length checked before anything is read."""
+    check_entries(count, what)
+    if ptr % FIELDS.element.align:
+        raise AbiError("list pointer is misaligned")
+    return list(record.iter_unpack(mem.read(ptr, count * record.size)))
+
+
+def _declared(records: list[tuple[int, ...]]) -> int:
+    """The bytes a list's records point at, each counted as often as it is named."""
+    return sum(length for record in records for length in record[1::2])
+
+
+def _fields(mem: Memory, records: list[tuple[int, ...]]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((lift_text(mem, name, name_length), mem.read(value, value_length))
+                 for name, name_length, value, value_length in records)
+
+
+def _lift_http(mem: Memory, raw: int | None, max_bytes: int) -> HttpVerdict:
+    head = mem.read((raw or 0) & 0xFFFFFFFF, _HTTP_FORWARD_LAYOUT.size)
+    tag, *mutation = _HTTP_FORWARD_LAYOUT.unpack(head)
+    if tag == 0:
+        set_ptr, set_count, remove_ptr, remove_count, body_tag, body_ptr, body_length = mutation
+        if (tag, *mutation[:5]) == _UNCHANGED:
             return HTTP_FORWARD
-    except AbiError:
-        pass  # the full lifting below says what is wrong
-    return http_verdict(*HTTP_VERDICT.load(mem, ptr))
+        if body_tag > 1:
+            raise AbiError(f"variant tag {body_tag} is out of range (2 cases)")
+        sets = _records(mem, set_ptr, set_count, _PAIR_RECORD, "set-headers")
+        removes = _records(mem, remove_ptr, remove_count, _STRING_RECORD, "remove-headers")
+        body_length *= body_tag
+        set_bytes = _declared(sets)
+        check_size(set_bytes + _declared(removes) + body_length, set_count + remove_count,
+                   max_bytes)
+        check_header_bytes(set_bytes, "the headers it sets")
+        return HttpForward(Mutation(
+            _fields(mem, sets), tuple(lift_text(mem, *record) for record in removes),
+            mem.read(body_ptr, body_length) if body_tag else None))
+    if tag == 1:
+        status, headers_ptr, count, body_ptr, body_length = _RESPOND_LAYOUT.unpack_from(head)
+        headers = _records(mem, headers_ptr, count, _PAIR_RECORD, "respond headers")
+        header_bytes = _declared(headers)
+        check_size(header_bytes + body_length, count, max_bytes)
+        check_header_bytes(header_bytes, "respond headers")
+        return Respond(status, _fields(mem, headers), mem.read(body_ptr, body_length))
+    raise AbiError(f"variant tag {tag} is out of range (2 cases)")
 
 
-def _lift_nothing(mem: Memory, raw: int | None) -> None:
+def _lift_nothing(mem: Memory, raw: int | None, max_bytes: int) -> None:
     return None
 
 
@@ -227,52 +270,3 @@ def http_verdict(case: int, payload: Any) -> HttpVerdict:
         return HttpForward(Mutation(fields(set_headers), tuple(remove_headers), body))
     status, headers, body = payload
     return Respond(status, fields(headers), body)
-
-
-# --- verdict checks ---------------------------------------------------------------------------
-
-_HEADER_NAME = re.compile(r":?[a-z0-9!#$%&'*+\-.^_`|~]{1,256}")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-
-
-class VerdictProblem(ValueError):
-    """Why a verdict cannot be used."""
-
-
-def _check_fields(items: tuple[tuple[str, bytes], ...], what: str) -> None:
-    for name, value in items:
-        if not _HEADER_NAME.fullmatch(name):
-            raise VerdictProblem(f"{what}: {name[:64]!r} is not a lower-case header name")
-        if _BAD_VALUE.search(value):
-            raise VerdictProblem(f"{what}: value of {name!r} contains CR, LF or NUL")
-
-
-_TCP_EVENTS = (TcpOpen, TcpData)
-_VERDICT_PROTOCOL = {Forward: "tcp", Replace: "tcp", Close: "tcp", Reset: "tcp",
-                     HttpForward: "http", Respond: "http"}
-
-
-def check_verdict(event: Event, verdict: Verdict | None) -> Verdict | None:
-    """Refuse what a hostile plugin could use to break the protocol: wrong verdict kind for the
-    event, malformed header names, header values with line breaks, impossible status codes."""
-    event_type = type(event)
-    if event_type is TcpClose:
-        return None
-    protocol = _VERDICT_PROTOCOL.get(type(verdict))
-    if protocol != ("tcp" if event_type in _TCP_EVENTS else "http"):
-        raise VerdictProblem(
-            f"{type(verdict).__name__} is not a verdict for {event_type.__name__}")
-    if protocol == "tcp":
-        return verdict
-    if isinstance(verdict, HttpForward):
-        if verdict.mutation.body is not None and event_type in (HttpOpen, HttpTrailers):
-            raise VerdictProblem(f"{event_type.__name__} cannot have its verdict replace a body")
-        _check_fields(verdict.mutation.set_headers, "set-headers")
-        for name in verdict.mutation.remove_headers:
-            if not _HEADER_NAME.fullmatch(name):
-                raise VerdictProblem(f"remove-headers: {name[:64]!r} is not a header name")
-    elif isinstance(verdict, Respond):
-        if not 200 <= verdict.status <= 599:
-            raise VerdictProblem(f"status {verdict.status} is not between 200 and 599")
-        _check_fields(verdict.headers, "respond headers")
-    return verdict

@@ -175,15 +175,15 @@ def test_http_verdicts_lift_as_the_generic_lifting_does(layout: bytes) -> None:
         expected = http_verdict(*HTTP_VERDICT.load(memory, 1000))
     except AbiError as error:
         with pytest.raises(AbiError, match=re.escape(str(error))):
-            lift(memory, 1000)
+            lift(memory, 1000, len(memory.data))
     else:
-        assert lift(memory, 1000) == expected
+        assert lift(memory, 1000, len(memory.data)) == expected
 
 
 def test_an_http_verdict_at_the_end_of_memory_is_refused_the_same_way() -> None:
     memory = FlatMemory(size=1024)
     with pytest.raises(AbiError):
-        EXPORTS[HttpHeaders].lift(memory, 1024 - 8)
+        EXPORTS[HttpHeaders].lift(memory, 1024 - 8, len(memory.data))
 
 
 INFO = StreamInfo("10.0.0.1:5000", "", (("x-hyperfilter-chain", "c"), ("x-t\u00e9", "")))

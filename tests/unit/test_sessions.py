@@ -43,7 +43,7 @@ IN, OUT = Direction.INBOUND, Direction.OUTBOUND
 
 class FakeSandbox(Sandbox):
     def __init__(self, plugin: FakePlugin) -> None:
-        super().__init__(plugin.name)
+        super().__init__(plugin.name, plugin.verdict_rules)
         self._plugin = plugin
         self.closed = False
         self.pending = False  # a post-return waits

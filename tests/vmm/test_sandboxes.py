@@ -16,7 +16,7 @@ import pytest
 import wasmtime
 
 from sidecar.tiers import BACKENDS
-from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, plugin_dir
+from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, as_component, plugin_dir
 from vmm.errors import (
     CpuLimitExceeded,
     InvalidVerdict,
@@ -300,14 +300,7 @@ def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader,
     where wasmtime does the lifting and lowering."""
     core = load("abi-probe")
     plain = load(without_input_area(tmp_path))
-    probe = copy_plugin("abi-probe", tmp_path)
-    wasm_tools = Path(sys.executable).parent / "wasm-tools"
-    wit = Path(__file__).resolve().parents[2] / "plugins" / "wit"
-    subprocess.run([wasm_tools, "component", "embed", wit, "--world", "filter",
-                    probe / "abi-probe.wasm", "-o", tmp_path / "embedded.wasm"], check=True)
-    subprocess.run([wasm_tools, "component", "new", tmp_path / "embedded.wasm",
-                    "-o", probe / "abi-probe.wasm"], check=True)
-    component = load_wasmtime(probe)
+    component = load_wasmtime(as_component("abi-probe", tmp_path))
     assert (core.kind, component.kind) == ("core module", "component")
     sandboxes = [core.new_sandbox(), plain.new_sandbox(), component.new_sandbox()]
     verdicts = [[sandbox.deliver(e) for sandbox in sandboxes] for e in PROBE_EVENTS]

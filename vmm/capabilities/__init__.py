@@ -20,14 +20,18 @@ from vmm.capabilities.config import ConfigGrant
 from vmm.capabilities.log import LogGrant, OutputLines, PluginLog
 from vmm.capabilities.metrics import MetricsGrant
 from vmm.capabilities.random import RandomGrant
+from vmm.capabilities.route import RouteGrant
 from vmm.capabilities.shared_state import SharedStateGrant
 from vmm.tables import Table, TableError
 
 GRANTS: dict[str, type[Grant]] = {
     grant.name: grant
-    for grant in (LogGrant, ConfigGrant, ClockGrant, RandomGrant, MetricsGrant, SharedStateGrant)
+    for grant in (LogGrant, ConfigGrant, ClockGrant, RandomGrant, MetricsGrant, SharedStateGrant,
+                  RouteGrant)
 }
-BY_INTERFACE: dict[str, type[Grant]] = {interface_id(name): g for name, g in GRANTS.items()}
+# The grants a plugin imports as interfaces; the others (`route`) only widen its verdicts.
+BY_INTERFACE: dict[str, type[Grant]] = {
+    interface_id(name): g for name, g in GRANTS.items() if g.functions}
 
 
 def parse_grants(table: Table) -> dict[str, Grant]:
@@ -54,6 +58,7 @@ __all__ = [
     "MetricsSink",
     "OutputLines",
     "PluginLog",
+    "RouteGrant",
     "interface_id",
     "parse_grants",
 ]

@@ -66,7 +66,7 @@ class HostCallFailed(Exception):
 
 class KvmSandbox(Sandbox):
     def __init__(self, plugin: KvmPlugin, machine: Machine) -> None:
-        super().__init__(plugin.name)
+        super().__init__(plugin.name, plugin.verdict_rules)
         self._plugin = plugin
         self.machine: Machine | None = machine
         self._mailbox = machine.memory
@@ -99,7 +99,7 @@ class KvmSandbox(Sandbox):
         finally:
             watchdog.unwatch()
         try:
-            verdict = export.lift(self._memory, raw)
+            verdict = export.lift(self._memory, raw, self.verdict_rules.max_bytes)
         except AbiError as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
         if post_return is not None:

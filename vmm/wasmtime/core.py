@@ -58,11 +58,11 @@ class CorePlugin(WasmtimePlugin):
 
 class CoreSandbox(Sandbox):
     def __init__(self, plugin: CorePlugin) -> None:
-        super().__init__(plugin.name)
+        super().__init__(plugin.name, plugin.verdict_rules)
         self._plugin = plugin
         self._limits = plugin.manifest.limits
-        self._store: wasmtime.Store | None = wasmtime.Store(plugin.engine)
-        self._store.set_limits(memory_size=self._limits.memory_bytes)
+        self._max_verdict = self.verdict_rules.max_bytes
+        self._store: wasmtime.Store | None = plugin.new_store()
         self._ctx: _Pointer = self._store._context()
         self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, plugin.deadline_ticks)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
@@ -73,7 +73,7 @@ class CoreSandbox(Sandbox):
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             plugin.host_calls.take_cause()  # a host call's failure is reported here
             self.close()
-            raise PluginTrap(self.plugin, f"instantiation failed: {exc}") from None
+            raise plugin.instantiation_fault(exc) from None
         memory = instance_memory(self._store, self._instance)
         realloc = instance_func(self._store, self._instance, "cabi_realloc")
         assert memory is not None and realloc is not None  # checked at load
@@ -118,7 +118,7 @@ class CoreSandbox(Sandbox):
         except AbiError as exc:
             raise PluginTrap(self.plugin, f"broke the canonical ABI: {exc}") from None
         try:
-            verdict = export.lift(self._memory, raw)
+            verdict = export.lift(self._memory, raw, self._max_verdict)
         except AbiError as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
         if post is not None:

@@ -1,14 +1,22 @@
-"""What both kinds of wasmtime plugin share: the engine, the CPU deadline, and the check at
-load that a sandbox can actually be made."""
+"""What both kinds of wasmtime plugin share: the engine, the CPU deadline, a store bounded by
+the plugin's limits, and the check at load that a sandbox can actually be made."""
 
 from __future__ import annotations
 
 import wasmtime
 
-from vmm.errors import PluginLoadError, SandboxFault
+from vmm.errors import CpuLimitExceeded, PluginLoadError, PluginTrap, SandboxFault
+from vmm.faults import summary
 from vmm.manifest import Manifest
 from vmm.sandbox import LoadedPlugin
 from vmm.wasmtime.engine import EpochTicker
+
+# The canonical ABI lifts and lowers through one linear memory; a second would only multiply
+# memory-mb (wasmtime's memory limit is per memory).
+MAX_MEMORIES = 1
+# wasmtime's element limit is per table: the sandbox's allowance is shared among this many
+# (componentize-py's components have two tables, C modules one).
+MAX_TABLES = 4
 
 
 class WasmtimePlugin(LoadedPlugin):
@@ -20,9 +28,29 @@ class WasmtimePlugin(LoadedPlugin):
         self.ticker = ticker
         self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
 
+    def new_store(self) -> wasmtime.Store:
+        """A store for one sandbox: its linear memory within memory-mb, its tables within
+        the elements its limits allow (vmm/manifest.py): a table.grow past them fails."""
+        limits = self.manifest.limits
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=limits.memory_bytes,
+                         table_elements=limits.table_elements // MAX_TABLES,
+                         tables=MAX_TABLES, memories=MAX_MEMORIES)
+        return store
+
+    def instantiation_fault(self, error: wasmtime.Trap | wasmtime.WasmtimeError) -> SandboxFault:
+        """Why a sandbox could not be made: its start function out of CPU time, or the cause
+        wasmtime gives (not the first line of its backtrace)."""
+        message = str(error)
+        if (error.trap_code == wasmtime.TrapCode.INTERRUPT if isinstance(error, wasmtime.Trap)
+                else "wasm trap: interrupt" in message):
+            return CpuLimitExceeded(self.name, f"its start function ran past its "
+                                               f"{self.manifest.limits.cpu_ms} ms of CPU time")
+        return PluginTrap(self.name, f"instantiation failed: {summary(message)}")
+
     def check_instantiates(self) -> None:
-        """A plugin that cannot start (too much initial memory, a trapping start function)
-        fails now, at load, not on every stream."""
+        """A plugin that cannot start (too much initial memory or too large a table, a
+        trapping or looping start function) fails now, at load, not on every stream."""
         try:
             self.new_sandbox().close()
         except SandboxFault as fault:
