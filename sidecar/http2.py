@@ -109,8 +109,8 @@ class Stream:
     """One request stream: its request headers while they arrive, then its handler, and the
     bytes queued for it that nghttp2 has not sent yet."""
 
-    __slots__ = ("deferred", "handler", "header_bytes", "headers", "outgoing", "queued",
-                 "responded", "trailers")
+    __slots__ = ("handler", "header_bytes", "headers", "outgoing", "queued", "responded",
+                 "submitted", "trailers")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] | None = []
@@ -119,7 +119,7 @@ class Stream:
         self.outgoing: deque[memoryview] = deque()
         self.queued = 0  # bytes in `outgoing`
         self.responded = False  # response HEADERS submitted (trailers-only, or data follows)
-        self.deferred = False  # nghttp2 waits for `resume_data`
+        self.submitted = False  # nghttp2 is sending what is queued (a data submission)
         self.trailers: HeaderList | None = None  # once set, they follow the queued bytes
 
 
@@ -254,8 +254,9 @@ class Connection(asyncio.Protocol):
     def data_length(self, stream_id: int, room: int) -> tuple[int, bool]:
         stream = self._streams[stream_id]
         length = min(room, stream.queued)
-        last = stream.trailers is not None and length == stream.queued
-        stream.deferred = not length and not last
+        last = length == stream.queued
+        if last:
+            stream.submitted = False
         return length, last
 
     def write_data(self, stream_id: int, frame_header: bytes, length: int) -> None:
@@ -281,8 +282,8 @@ class Connection(asyncio.Protocol):
         if not self._goaway and _has_goaway(data):  # nghttp2's own, for a connection error
             self._goaway = True
 
-    def trailers(self, stream_id: int) -> HeaderList:
-        return self._streams[stream_id].trailers  # type: ignore[return-value]
+    def trailers(self, stream_id: int) -> HeaderList | None:
+        return self._streams[stream_id].trailers
 
     # --- what the layer above tells of what it received ----------------------------------
 
@@ -311,7 +312,7 @@ class Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is not None and not stream.responded:
             stream.responded = True
-            self._session.respond(stream_id, headers, with_data=True)
+            self._session.respond(stream_id, headers, end_stream=False)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Queue `data` after everything queued on the stream before it."""
@@ -320,7 +321,9 @@ class Connection(asyncio.Protocol):
             return
         stream.outgoing.append(memoryview(data))
         stream.queued += len(data)
-        self._resume(stream_id, stream)
+        if not stream.submitted:  # else the pending submission carries it too
+            stream.submitted = True
+            self._session.submit_data(stream_id)
 
     def finish(self, stream_id: int, trailers: HeaderList) -> None:
         """End the stream with `trailers` after its queued data; before any response, the
@@ -329,17 +332,13 @@ class Connection(asyncio.Protocol):
         if stream is None:
             return
         stream.handler = None  # the layer above is done with it
-        if stream.responded:
-            stream.trailers = trailers
-            self._resume(stream_id, stream)
-        else:
+        if not stream.responded:
             stream.responded = True
-            self._session.respond(stream_id, trailers, with_data=False)
-
-    def _resume(self, stream_id: int, stream: Stream) -> None:
-        if stream.deferred:
-            stream.deferred = False
-            self._session.resume_data(stream_id)
+            self._session.respond(stream_id, trailers, end_stream=True)
+        elif stream.submitted:
+            stream.trailers = trailers  # they follow the submission's last DATA
+        else:
+            self._session.trailers(stream_id, trailers)
 
     def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
         stream = self._streams.get(stream_id)

@@ -105,7 +105,6 @@ ssize_t nghttp2_session_mem_recv(nghttp2_session *, const uint8_t *, size_t);
 int nghttp2_session_send(nghttp2_session *);
 int nghttp2_session_want_read(nghttp2_session *);
 int nghttp2_session_want_write(nghttp2_session *);
-int nghttp2_session_resume_data(nghttp2_session *, int32_t);
 int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *);
 int nghttp2_session_set_local_window_size(nghttp2_session *, uint8_t, int32_t, int32_t);
 int nghttp2_session_consume_connection(nghttp2_session *, size_t);
@@ -113,6 +112,9 @@ int nghttp2_session_consume_stream(nghttp2_session *, int32_t, size_t);
 int nghttp2_submit_settings(nghttp2_session *, uint8_t, const nghttp2_settings_entry *, size_t);
 int nghttp2_submit_response(nghttp2_session *, int32_t, const nghttp2_nv *, size_t,
                             const nghttp2_data_provider *);
+int32_t nghttp2_submit_headers(nghttp2_session *, uint8_t, int32_t, const nghttp2_priority_spec *,
+                               const nghttp2_nv *, size_t, void *);
+int nghttp2_submit_data(nghttp2_session *, uint8_t, int32_t, const nghttp2_data_provider *);
 int nghttp2_submit_trailer(nghttp2_session *, int32_t, const nghttp2_nv *, size_t);
 int nghttp2_submit_rst_stream(nghttp2_session *, uint8_t, int32_t, uint32_t);
 int nghttp2_submit_goaway(nghttp2_session *, uint8_t, int32_t, uint32_t, const uint8_t *,
@@ -125,7 +127,6 @@ ffi = cffi.FFI()
 ffi.cdef(_DECLARATIONS)
 
 # Error codes and flags of nghttp2.h that this module uses.
-ERR_DEFERRED = -508
 ERR_TEMPORAL_CALLBACK_FAILURE = -521  # fails this stream only (RST_STREAM), not the session
 ERR_CALLBACK_FAILURE = -902
 # What the peer did to end the session: floods (acknowledgements it does not read, too many
@@ -232,8 +233,8 @@ class SessionEvents(Protocol):
         """The peer opens no more streams: the session finishes once its streams are done."""
 
     def data_length(self, stream_id: int, room: int) -> tuple[int, bool]:
-        """How many queued bytes (at most `room`) the next DATA frame carries, and whether
-        they are the stream's last; (0, False) when nothing is queued yet."""
+        """How many queued bytes (at most `room`) the next DATA frame of the stream's data
+        submission carries, and whether they are all it has queued (the submission ends)."""
 
     def write_data(self, stream_id: int, frame_header: bytes, length: int) -> None:
         """Write the frame header, then the next `length` queued bytes of the stream."""
@@ -241,8 +242,9 @@ class SessionEvents(Protocol):
     def output(self, data: bytes) -> None:
         """Bytes for the peer (every frame but DATA payloads)."""
 
-    def trailers(self, stream_id: int) -> HeaderList:
-        """The trailers that end the stream, once its last data is out."""
+    def trailers(self, stream_id: int) -> HeaderList | None:
+        """The trailers that end the stream, when its data submission ends; None for none
+        yet (more data may follow, in a new submission)."""
 
 
 class _Callbacks:
@@ -289,17 +291,17 @@ class _Callbacks:
     @staticmethod
     def _read_data(session: Any, stream_id: int, buffer: Any, room: int, data_flags: Any,
                    source: Any, user_data: Any) -> int:
-        owner: ServerSession = ffi.from_handle(user_data)
-        length, last = owner.events.data_length(stream_id, room)
-        if not length and not last:
-            return ERR_DEFERRED  # resumed by ServerSession.resume_data
-        flags = DATA_FLAG_NO_COPY
+        events = ffi.from_handle(user_data).events
+        length, last = events.data_length(stream_id, room)
         if last:
-            flags |= DATA_FLAG_EOF | DATA_FLAG_NO_END_STREAM  # trailers end the stream
-            trailers = owner.events.trailers(stream_id)
-            _check(lib.nghttp2_submit_trailer(session, stream_id, trailers.nva, trailers.count),
-                   "nghttp2_submit_trailer")
-        data_flags[0] = flags
+            flags = DATA_FLAG_NO_COPY | DATA_FLAG_EOF | DATA_FLAG_NO_END_STREAM
+            trailers = events.trailers(stream_id)
+            if trailers is not None:  # they follow this DATA and end the stream
+                _check(lib.nghttp2_submit_trailer(session, stream_id, trailers.nva,
+                                                  trailers.count), "nghttp2_submit_trailer")
+            data_flags[0] = flags
+        else:
+            data_flags[0] = DATA_FLAG_NO_COPY
         return length
 
     @staticmethod
@@ -447,17 +449,24 @@ class ServerSession:
         return not lib.nghttp2_session_want_read(session) \
             and not lib.nghttp2_session_want_write(session)
 
-    def respond(self, stream_id: int, headers: HeaderList, with_data: bool) -> None:
-        """Response HEADERS; with data, DATA follows from `events.data_length` until it says
-        last, then the trailers. Without, the HEADERS end the stream (trailers-only)."""
-        # SAFETY: nghttp2 copies the fields before this returns; the provider lives with self.
-        _check(lib.nghttp2_submit_response(self._live(), stream_id, headers.nva, headers.count,
-                                           self._provider if with_data else ffi.NULL),
-               "nghttp2_submit_response")
+    def respond(self, stream_id: int, headers: HeaderList, end_stream: bool) -> None:
+        """Response HEADERS; with `end_stream`, they end the stream (gRPC's trailers-only)."""
+        # SAFETY: nghttp2 copies the fields before this returns.
+        _check(lib.nghttp2_submit_headers(self._live(), FLAG_END_STREAM if end_stream else 0,
+                                          stream_id, ffi.NULL, headers.nva, headers.count,
+                                          ffi.NULL), "nghttp2_submit_headers")
 
-    def resume_data(self, stream_id: int) -> None:
-        """The stream has bytes queued again after `events.data_length` had none."""
-        lib.nghttp2_session_resume_data(self._live(), stream_id)  # fails only if not deferred
+    def submit_data(self, stream_id: int) -> None:
+        """DATA to follow from `events.data_length`, until it says it has sent all that is
+        queued (a later `submit_data` goes on from there)."""
+        # SAFETY: the provider lives as long as self, and the session with it.
+        _check(lib.nghttp2_submit_data(self._live(), 0, stream_id, self._provider),
+               "nghttp2_submit_data")
+
+    def trailers(self, stream_id: int, trailers: HeaderList) -> None:
+        """HEADERS ending the stream; only once no data submission of it is pending."""
+        _check(lib.nghttp2_submit_trailer(self._live(), stream_id, trailers.nva,
+                                          trailers.count), "nghttp2_submit_trailer")
 
     def reset_stream(self, stream_id: int, code: int) -> None:
         _check(lib.nghttp2_submit_rst_stream(self._live(), 0, stream_id, code),
