@@ -4,24 +4,30 @@ Each attack is a raw HTTP/2 client (a socket, frames from hyperframe, header blo
 hpack) doing one hostile thing, bounded in frames and seconds. It returns what it sent and what
 it saw the server do: GOAWAY (when, last stream id, error code), RST_STREAM per stream,
 responses, ACKs, window updates, and when the server closed the connection. The well-behaved
-client is a network ext_proc stream on its own connection (h2), doing round trips in a thread
-and timing them, so that a trial can say how much slower it was served during an attack.
+client is a network ext_proc stream on its own connection (h2), doing round trips in a process
+of its own and timing them, so that a trial can say how much slower it was served during an
+attack, and nothing of that is the attacker's own work.
 
-    python -m bench.attacks --port PORT [--pid PID]
+    python -m bench.attacks --port PORT [--pid PID] [--full]
 
 runs every attack against a running `hyperfilter serve` that has the `pass-through` plugin
-(every plugin is also a chain of its own name) and prints what each cost.
+(every plugin is also a chain of its own name), each again and again for a window of a second
+or two (`--full`: a few seconds), and prints what each cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import multiprocessing
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -60,6 +66,10 @@ DEFAULT_WINDOW = 65535
 DEFAULT_TABLE = 4096
 LINGER_SECONDS = 2.0  # how long an attack waits for the server's answer once it stops sending
 ROUND_TRIP_TIMEOUT = 2.0  # a well-behaved round trip slower than this counts as failed
+WELL_BEHAVED_PAUSE = 0.001  # between its round trips: a steady client, not a flood of its own
+STARTUP_SECONDS = 20.0  # for the well-behaved client's process to start and make its baseline
+STOP_SECONDS = 10.0  # for it to finish a round trip (or time out) and report
+POLL_SECONDS = 0.005  # how often this process looks at its count of round trips
 
 R = TypeVar("R")
 
@@ -755,63 +765,96 @@ FAILURES = (OSError, RoundTripFailed, h2.exceptions.H2Error)
 
 
 class WellBehavedClient:
-    """Round trips on one ext_proc stream in a background thread, each timed. A failed round
-    trip is recorded and the next one goes over a new connection."""
+    """Round trips on one ext_proc stream, each timed, in a process of its own (spawned), so
+    that the attacker's Python work in this process cannot delay them: only the server can. A
+    failed round trip is recorded and the next one goes over a new connection. `served` counts
+    the round trips as they succeed; their times (monotonic: one clock for every process) come
+    back when the client stops, at the end of the `with` block. As with any spawned process, a
+    script that uses it runs its work under `if __name__ == "__main__"`."""
 
-    def __init__(self, port: int, pause: float = 0.002, payload_size: int = 100) -> None:
-        self._port = port
-        self._pause = pause
-        self._payload_size = payload_size
+    def __init__(self, port: int, pause: float = WELL_BEHAVED_PAUSE,
+                 payload_size: int = 100) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._served = context.Value(ctypes.c_uint64, 0, lock=False)  # only the client writes
+        self._stop = context.Event()
+        self._results, self._results_sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=round_trips_until_stopped, name="well-behaved client", daemon=True,
+            args=(port, pause, payload_size, self._stop, self._served, self._results_sender))
         self.samples: list[tuple[float, float]] = []  # (started, ended), monotonic seconds
         self.failures: list[tuple[float, str]] = []
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> WellBehavedClient:
-        self._thread.start()
+        self._process.start()
+        self._results_sender.close()  # the client's copy alone: its exit ends the pipe
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        try:
+            if not self._results.poll(STOP_SECONDS):
+                raise RuntimeError(f"the well-behaved client did not stop in {STOP_SECONDS}s")
+            self.samples, self.failures = self._results.recv()
+        except EOFError:
+            raise RuntimeError("the well-behaved client exited with "
+                               f"{self._process.exitcode} before reporting") from None
+        finally:
+            self._process.join(STOP_SECONDS)
+            if self._process.is_alive():
+                self._process.kill()
+            self._results.close()
 
-    def _run(self) -> None:
-        stream: ExtProcStream | None = None
-        count = 0
-        while not self._stop.is_set():
-            payload = (b"round trip %d " % count).ljust(self._payload_size, b".")
-            count += 1
-            started = time.monotonic()
-            try:
-                stream = stream or ExtProcStream(self._port)
-                started = time.monotonic()  # a new connection's handshake is not the round trip
-                latency = stream.round_trip(payload)
-                with self._changed:
-                    self.samples.append((started, started + latency))
-                    self._changed.notify_all()
-            except FAILURES as error:
-                with self._changed:
-                    self.failures.append((started, f"{type(error).__name__}: {error}"))
-                    self._changed.notify_all()
-                if stream is not None:
-                    stream.close()
-                    stream = None
-            self._stop.wait(self._pause)
-        if stream is not None:
-            stream.close()
+    @property
+    def served(self) -> int:
+        """Round trips that succeeded so far."""
+        return self._served.value
 
     def wait_for_round_trips(self, count: int, timeout: float) -> bool:
         """Wait until `count` more round trips succeeded than so far."""
-        with self._changed:
-            target = len(self.samples) + count
-            return self._changed.wait_for(lambda: len(self.samples) >= target, timeout)
+        target = self.served + count
+        deadline = time.monotonic() + timeout
+        while self.served < target:
+            if time.monotonic() > deadline or not self._process.is_alive():
+                return False
+            time.sleep(POLL_SECONDS)
+        return True
 
     def latencies(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
-        """Seconds each round trip took that overlapped [since, until]."""
-        with self._changed:
-            return [end - start for start, end in self.samples
-                    if end >= since and start <= until]
+        """Seconds each round trip took that overlapped [since, until] (once stopped)."""
+        return [end - start for start, end in self.samples if end >= since and start <= until]
+
+
+def round_trips_until_stopped(port: int, pause: float, payload_size: int, stop: Event,
+                              served: ctypes.c_uint64, results: Connection) -> None:
+    """The well-behaved client's process: timed round trips, `pause` apart, until `stop`;
+    then their times and failures through `results`. It ends with its parent, too."""
+    parent = multiprocessing.parent_process()
+    samples: list[tuple[float, float]] = []
+    failures: list[tuple[float, str]] = []
+    stream: ExtProcStream | None = None
+    count = 0
+    while not stop.is_set():
+        if parent is not None and not parent.is_alive():
+            return  # killed: nobody to report to
+        payload = (b"round trip %d " % count).ljust(payload_size, b".")
+        count += 1
+        started = time.monotonic()
+        try:
+            stream = stream or ExtProcStream(port)
+            started = time.monotonic()  # a new connection's handshake is not the round trip
+            latency = stream.round_trip(payload)
+            samples.append((started, started + latency))
+            served.value += 1
+        except FAILURES as error:
+            failures.append((started, f"{type(error).__name__}: {error}"))
+            if stream is not None:
+                stream.close()
+                stream = None
+        stop.wait(pause)
+    if stream is not None:
+        stream.close()
+    results.send((samples, failures))
+    results.close()
 
 
 def new_connection_refused(port: int, round_trips: int = 3) -> str | None:
@@ -849,9 +892,32 @@ class PeakRss:
         raise KeyError(key)
 
 
+@dataclass(frozen=True)
+class AttackWindow:
+    """How long the server is kept under an attack, and the baseline before it: the attack
+    runs again (on new connections: each run makes its own) until at least `seconds` passed and
+    the well-behaved client made `round_trips` round trips meanwhile, or until `limit` seconds
+    passed; a run is never cut short. The baseline is at least `round_trips` round trips too."""
+
+    seconds: float
+    round_trips: int
+    limit: float
+
+    def over(self, elapsed: float, round_trips: int) -> bool:
+        return elapsed >= self.limit or (elapsed >= self.seconds
+                                         and round_trips >= self.round_trips)
+
+
+ONCE = AttackWindow(seconds=0.0, round_trips=0, limit=0.0)  # one run, however short
+QUICK_WINDOW = AttackWindow(seconds=1.0, round_trips=300, limit=2.0)
+FULL_WINDOW = AttackWindow(seconds=3.0, round_trips=1000, limit=6.0)
+
+
 @dataclass
 class Trial(Generic[R]):
-    outcome: R  # what the attack returned
+    outcome: R  # what the attack's first run returned
+    runs: int  # how many times the attack ran back to back in its window
+    seconds: float  # the window: from the first run's start to the last one's end
     before: list[float]  # well-behaved round trips (seconds) before the attack
     during: list[float]
     after: list[float]
@@ -870,24 +936,31 @@ class Trial(Generic[R]):
 
 def trial(port: int, attack: Callable[[int], R], pid: int | str = "self",
           counters: Mapping[str, Callable[[], float]] | None = None, baseline: int = 30,
-          settle: int = 5) -> Trial[R]:
-    """`attack(port)` while a well-behaved client does round trips on its own connection:
-    `baseline` of them first, `settle` more after; then a new connection's round trips.
-    `pid` is the server's process (memory); `counters` are read before and after the attack."""
+          settle: int = 5, window: AttackWindow = ONCE) -> Trial[R]:
+    """`attack(port)`, run as often as `window` says, while a well-behaved client does round
+    trips on its own connection: `baseline` of them first (or as many as the window asks),
+    `settle` more after; then a new connection's round trips. `pid` is the server's process
+    (memory); `counters` are read before and after the attack."""
     counters = counters or {}
     with WellBehavedClient(port) as client:
-        client.wait_for_round_trips(baseline, timeout=10.0)
+        client.wait_for_round_trips(max(baseline, window.round_trips), timeout=STARTUP_SECONDS)
         start_counts = {name: count() for name, count in counters.items()}
         peak = PeakRss(pid)
+        served = client.served
         begun = time.monotonic()
         outcome = attack(port)
+        runs = 1
+        while not window.over(time.monotonic() - begun, client.served - served):
+            attack(port)
+            runs += 1
         ended = time.monotonic()
         growth = peak.growth()
         counted = {name: count() - start_counts[name] for name, count in counters.items()}
         client.wait_for_round_trips(settle, timeout=5.0)
-    return Trial(outcome, client.latencies(until=begun), client.latencies(begun, ended),
-                 client.latencies(since=ended), [why for _, why in client.failures], growth,
-                 counted, new_connection_refused(port))
+    return Trial(outcome, runs, ended - begun, client.latencies(until=begun),
+                 client.latencies(begun, ended), client.latencies(since=ended),
+                 [why for _, why in client.failures], growth, counted,
+                 new_connection_refused(port))
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -931,21 +1004,32 @@ def summary(outcome: Outcome) -> str:
     return ", ".join(part for part in said if part) or "nothing"
 
 
+def trial_summary(run: Trial[Outcome]) -> str:
+    """What the server did to the attack's first run, and how often the attack ran."""
+    again = f"; run {run.runs}× in {run.seconds:.1f}s, each on new connections" \
+        if run.runs > 1 else ""
+    return summary(run.outcome) + again
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="the sidecar's gRPC port")
     parser.add_argument("--pid", default="self", help="the sidecar's process, for its memory")
+    parser.add_argument("--full", action="store_true",
+                        help="the full bench's attack windows rather than the quick one's")
     args = parser.parse_args()
-    print(f"{'attack':32} {'server':44} {'RSS+ MiB':>8} {'p99 µs before':>13} "
-          f"{'during':>8} {'ratio':>6}  failures")
+    window = FULL_WINDOW if args.full else QUICK_WINDOW
+    print(f"{'attack':36} {'RSS+ MiB':>8} {'n before':>8} {'during':>6} "
+          f"{'p99 µs before':>13} {'during':>8} {'ratio':>6} {'failures':>8}  server")
     for name, attack in ATTACKS.items():
-        run = trial(args.port, attack, pid=args.pid)
+        run = trial(args.port, attack, pid=args.pid, window=window)
         before = percentile(sorted(run.before), 0.99) * 1e6 if run.before else 0.0
         during = percentile(sorted(run.during), 0.99) * 1e6 if run.during else 0.0
         ratio = f"{run.p99_ratio:.2f}" if run.p99_ratio is not None else "-"
-        print(f"{name:32} {summary(run.outcome):44} {run.peak_rss_growth / 2**20:8.1f} "
-              f"{before:13.0f} {during:8.0f} {ratio:>6}  "
-              f"{len(run.failures) + (run.new_connection is not None)}")
+        failures = len(run.failures) + (run.new_connection is not None)
+        print(f"{name:36} {run.peak_rss_growth / 2**20:8.1f} {len(run.before):8} "
+              f"{len(run.during):6} {before:13.0f} {during:8.0f} {ratio:>6} {failures:8}  "
+              f"{trial_summary(run)}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import uvloop
 
-from bench.attacks import Outcome, summary, trial
+from bench.attacks import QUICK_WINDOW, AttackWindow, Outcome, trial, trial_summary
 from bench.integrity import FlowOptions, concurrent_flows
 from bench.stats import percentile
 
@@ -188,14 +188,22 @@ def _p99_us(seconds: list[float]) -> float | None:
     return round(percentile(sorted(seconds), 0.99) * 1e6, 1) if seconds else None
 
 
-def attack_trial(port: int, pid: int, attack: Callable[[int], Outcome]) -> dict[str, Any]:
-    """`attack` on a sidecar's gRPC port (bench/attacks.py) while a well-behaved ext_proc
-    client does round trips on a connection of its own: its p99 before and during the attack,
-    what the server did, and what else it cost."""
-    run = trial(port, attack, pid=pid)
-    return {"server": summary(run.outcome), "p99_before_us": _p99_us(run.before),
-            "p99_during_us": _p99_us(run.during), "n_during": len(run.during),
+def attack_trial(port: int, pid: int, attack: Callable[[int], Outcome],
+                 window: AttackWindow = QUICK_WINDOW) -> dict[str, Any]:
+    """`attack` on a sidecar's gRPC port (bench/attacks.py), again and again for `window`,
+    while a well-behaved ext_proc client in a process of its own does round trips on a
+    connection of its own: its p99 before and during the attack, what the server did, what
+    else it cost, and how busy the server and the attacker were meanwhile (a share of one
+    core: a server at 100 is saturated, an attacker near 100 competes with it for the CPUs)."""
+    run = trial(port, attack, pid=pid, window=window,
+                counters={"server": lambda: cpu_seconds([pid]), "attacker": time.process_time})
+    return {"server": trial_summary(run), "attack_runs": run.runs,
+            "attack_seconds": round(run.seconds, 2), "n_before": len(run.before),
+            "p99_before_us": _p99_us(run.before), "p99_during_us": _p99_us(run.during),
+            "n_during": len(run.during),
             "p99_ratio": None if run.p99_ratio is None else round(run.p99_ratio, 2),
             "failed_round_trips": len(run.failures),
             "new_connection": run.new_connection or "served",
-            "peak_rss_growth_MiB": round(run.peak_rss_growth / (1 << 20), 1)}
+            "peak_rss_growth_MiB": round(run.peak_rss_growth / (1 << 20), 1),
+            "server_cpu_percent": round(100 * run.counted["server"] / run.seconds),
+            "attacker_cpu_percent": round(100 * run.counted["attacker"] / run.seconds)}
