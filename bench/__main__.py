@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bench import tiers
-from bench.attacks import ATTACKS
+from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
     Contender,
     Direct,
@@ -58,6 +58,7 @@ Samples = dict[str, list[int]]
 
 class Scale:
     def __init__(self, quick: bool) -> None:
+        self.quick = quick
         self.sandboxes = 300 if quick else 3000
         self.component_sandboxes = 20 if quick else 200
         self.event_calls = 1000 if quick else 10000
@@ -205,7 +206,7 @@ def data_integrity(contenders: list[Contender], scale: Scale,
     return results
 
 
-def attack_trials(contenders: list[Contender],
+def attack_trials(contenders: list[Contender], scale: Scale,
                   progress: Progress) -> dict[str, dict[str, Any]]:
     """Every attack of bench/attacks.py on one worker of the first sandboxed tier's sidecar,
     a well-behaved client timing its round trips before and during each. Run last: an attack
@@ -217,7 +218,8 @@ def attack_trials(contenders: list[Contender],
     results = {}
     for name, attack in ATTACKS.items():
         results[name] = {"contender": target.name} | attack_trial(
-            target.sidecar_ports[0], target.sidecar_pids[0], attack)
+            target.sidecar_ports[0], target.sidecar_pids[0], attack,
+            QUICK_WINDOW if scale.quick else FULL_WINDOW)
         progress.advance(task)
     return results
 
@@ -325,7 +327,7 @@ def main(argv: list[str]) -> int:
             workloads["tcp_integrity"] = data_integrity(contenders, scale, progress)
             workloads["memory_per_live_connection_KiB"] = live_memory(
                 contenders, scale, descriptors, progress)
-            workloads["attacks_well_behaved_p99"] = attack_trials(contenders, progress)
+            workloads["attacks_well_behaved_p99"] = attack_trials(contenders, scale, progress)
     finally:
         for contender in started:
             contender.stop()

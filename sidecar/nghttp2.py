@@ -128,6 +128,7 @@ ffi.cdef(_DECLARATIONS)
 
 # Error codes and flags of nghttp2.h that this module uses.
 ERR_TEMPORAL_CALLBACK_FAILURE = -521  # fails this stream only (RST_STREAM), not the session
+ERR_PAUSE = -526  # from a header or data callback: mem_recv returns, the rest of the input waits
 ERR_CALLBACK_FAILURE = -902
 # What the peer did to end the session: floods (acknowledgements it does not read, too many
 # CONTINUATION frames or SETTINGS entries) and everything else.
@@ -214,14 +215,15 @@ class SessionEvents(Protocol):
     def begin_request(self, stream_id: int) -> None:
         """A request's HEADERS began."""
 
-    def header(self, stream_id: int, name: bytes, value: bytes) -> bool:
-        """One header field of the stream's request (or trailers); False resets the stream."""
+    def header(self, stream_id: int, name: bytes, value: bytes) -> int:
+        """One header field of the stream's request (or trailers): 0, ERR_PAUSE (stop taking
+        input for now) or ERR_TEMPORAL_CALLBACK_FAILURE (reset the stream)."""
 
     def request_headers_done(self, stream_id: int, end_stream: bool) -> None:
         """The request's header block is complete (and checked by nghttp2)."""
 
-    def data(self, stream_id: int, data: bytes) -> None:
-        """Request DATA bytes, in order."""
+    def data(self, stream_id: int, data: bytes) -> int:
+        """Request DATA bytes, in order: 0, or ERR_PAUSE (stop taking input for now)."""
 
     def end_stream(self, stream_id: int) -> None:
         """The client's side of the stream ended (END_STREAM on DATA or trailers)."""
@@ -319,8 +321,7 @@ class _Callbacks:
     @staticmethod
     def _data_chunk(session: Any, flags: int, stream_id: int, data: Any, length: int,
                     user_data: Any) -> int:
-        ffi.from_handle(user_data).events.data(stream_id, ffi.buffer(data, length)[:])
-        return 0
+        return ffi.from_handle(user_data).events.data(stream_id, ffi.buffer(data, length)[:])
 
     @staticmethod
     def _stream_close(session: Any, stream_id: int, error_code: int, user_data: Any) -> int:
@@ -336,11 +337,9 @@ class _Callbacks:
     @staticmethod
     def _header(session: Any, frame: Any, name: Any, name_length: int, value: Any,
                 value_length: int, flags: int, user_data: Any) -> int:
-        if ffi.from_handle(user_data).events.header(
-                frame.hd.stream_id, ffi.buffer(name, name_length)[:],
-                ffi.buffer(value, value_length)[:]):
-            return 0
-        return ERR_TEMPORAL_CALLBACK_FAILURE
+        return ffi.from_handle(user_data).events.header(
+            frame.hd.stream_id, ffi.buffer(name, name_length)[:],
+            ffi.buffer(value, value_length)[:])
 
 
 def _log_callback_error(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
@@ -429,12 +428,13 @@ class ServerSession:
         _check(lib.nghttp2_session_consume_stream(self._live(), stream_id, size),
                "nghttp2_session_consume_stream")
 
-    def recv(self, data: bytes) -> None:
-        """Feed bytes from the peer; raises Nghttp2Error when the session must end (a
-        GOAWAY, where one is due, is then queued for `send`)."""
+    def recv(self, data: bytes) -> int:
+        """Feed bytes from the peer; how many were taken (fewer than all when a callback
+        paused). Raises Nghttp2Error when the session must end (a GOAWAY, where one is due,
+        is then queued for `send`)."""
         # SAFETY: `data` is immutable and outlives the call; nghttp2 copies what it keeps.
-        _check(lib.nghttp2_session_mem_recv(self._live(), data, len(data)),
-               "nghttp2_session_mem_recv")
+        return _check(lib.nghttp2_session_mem_recv(self._live(), data, len(data)),
+                      "nghttp2_session_mem_recv")
 
     def send(self) -> None:
         """Run nghttp2's output: every frame that can go out now reaches `events.output`
