@@ -39,7 +39,8 @@ CONNECTION_WINDOW = 16 << 20
 # streams each parking a partial message stop here (RESOURCE_EXHAUSTED for the call).
 MAX_PENDING_MESSAGE_BYTES = 32 << 20
 # One request's header list, counted as RFC 9113 6.5.2 does (name + value + 32 per field):
-# stops HPACK bombs (one table entry referenced many times) and oversized metadata.
+# stops HPACK bombs (one table entry referenced many times) and oversized metadata, by
+# ending the connection (ENHANCE_YOUR_CALM).
 MAX_HEADER_LIST_BYTES = 64 << 10
 HEADER_FIELD_OVERHEAD = 32
 # CONTINUATION frames after one HEADERS (CVE-2024-28182: unbounded CONTINUATION floods).
@@ -49,7 +50,7 @@ MAX_CONTINUATIONS = 8
 # refilled at RESET_RATE per second; past it, GOAWAY (ENHANCE_YOUR_CALM). Resets after the
 # answer do not count: Envoy resets every ext_proc stream it is done with. (nghttp2's own
 # limiter counts those too, so it is turned off.)
-RESET_BURST = 1000
+RESET_BURST = 200
 RESET_RATE = 100.0
 # Entries in one SETTINGS frame, and SETTINGS/PING acknowledgements queued for a peer that
 # does not read them (settings and ping floods end the connection past these).
@@ -62,9 +63,9 @@ MAX_ENCODER_TABLE = 4096
 PREFACE_TIMEOUT_SECONDS = 10.0
 # A connection with no stream for this long is sent GOAWAY and closed.
 IDLE_TIMEOUT_SECONDS = 300.0
-# One connection's share of a loop turn: past it, the rest of what it sent waits for the next
-# turn, so that a burst of cheap streams (Rapid Reset, never-ended streams: about 25 µs each)
-# or a large read cannot hold the worker's other connections.
+# One connection's share of a loop turn: past it, the rest of what it sent waits as long again
+# (so one connection has at most half the worker), and a burst of cheap streams (Rapid Reset,
+# never-ended streams: about 25 µs each) or a large read cannot hold the other connections.
 TURN_SECONDS = 0.001
 # Between the shutdown notice and the GOAWAY that names the last stream, while draining: the
 # peer's streams already in flight are still taken.
@@ -153,6 +154,7 @@ class Connection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._turn_ends = 0.0
+        self._abuse: str | None = None  # why a callback failed the session, if on purpose
         self._backlog = b""  # what the peer sent that waits for the next loop turn
         self._paused_for: set[str] = set()  # why reading is paused, if it is
         self.draining = False
@@ -184,14 +186,15 @@ class Connection(asyncio.Protocol):
         try:
             taken = self._session.recv(data)
         except Nghttp2Error as error:
-            log.warning("HTTP/2 connection from %s ended: %s", self._peer(), error)
-            self._end(nghttp2.ENHANCE_YOUR_CALM if error.code in nghttp2.FLOOD_ERRORS
-                      else nghttp2.PROTOCOL_ERROR)
+            log.warning("HTTP/2 connection from %s ended: %s", self._peer(), self._abuse or error)
+            abuse = self._abuse or error.code in nghttp2.FLOOD_ERRORS
+            self._end(nghttp2.ENHANCE_YOUR_CALM if abuse else nghttp2.PROTOCOL_ERROR)
             return
         if taken < len(data):
             self._backlog = data[taken:]
             self._pause_reading("backlog")
-            self._loop.call_soon(self._receive_backlog)
+            # Not before a turn's time has passed: meanwhile the loop is the others'.
+            self._loop.call_later(TURN_SECONDS, self._receive_backlog)
         self.flush()
 
     def _receive_backlog(self) -> None:
@@ -241,7 +244,10 @@ class Connection(asyncio.Protocol):
             return 0
         stream.header_bytes += len(name) + len(value) + HEADER_FIELD_OVERHEAD
         if stream.header_bytes > MAX_HEADER_LIST_BYTES:
-            return nghttp2.ERR_TEMPORAL_CALLBACK_FAILURE  # nghttp2 resets the stream
+            # Never a legitimate client of this port (Envoy's metadata is its own config), and
+            # nghttp2 would go on decoding the block: the connection ends.
+            self._abuse = f"a header list over {MAX_HEADER_LIST_BYTES} bytes"
+            return nghttp2.ERR_CALLBACK_FAILURE
         if stream.headers is not None:  # not trailers: those are only counted
             stream.headers.append((name, value))
         return nghttp2.ERR_PAUSE if self._turn_is_over() else 0
@@ -280,12 +286,14 @@ class Connection(asyncio.Protocol):
             handler, stream.handler = stream.handler, None
             handler.reset()
         now = self._loop.time()
-        if error_code != NO_ERROR and not stream.responded \
+        if error_code != NO_ERROR and not stream.responded and not self._goaway \
                 and not self._reset_budget.spend(now):
+            # No new streams; the ones it has already opened may finish (were these Envoy's,
+            # only a hostile client of Envoy's could have spent the budget).
             log.warning("HTTP/2 connection from %s reset over %d unanswered streams; sent "
                         "away", self._peer(), RESET_BURST)
             self._goaway = True
-            self._session.terminate(nghttp2.ENHANCE_YOUR_CALM)
+            self._session.goaway(nghttp2.ENHANCE_YOUR_CALM)
         if not self._streams:
             self._idle_since = now
 

@@ -34,13 +34,14 @@ def test_continuation_flood_1mib_frames(under_attack: UnderAttack) -> None:
 
 def refused(server: ServerView, stream: int) -> bool:
     """RST_STREAM (RFC 9113, 10.5.1: the block is still decoded, the stream not served), a
-    431 or a gRPC error status, or the whole connection ended before the stream."""
+    431 or a gRPC error status, or the whole connection ended (GOAWAY with an error) before
+    the stream got any answer."""
     statuses = [block.get(":status") for block in server.headers.get(stream, [])]
     status = server.grpc_status(stream)
-    before_goaway = server.goaway is not None and stream > server.goaway.last_stream_id \
-        and server.goaway.error_code != ErrorCodes.NO_ERROR
+    sent_away = server.goaway is not None and server.goaway.error_code != ErrorCodes.NO_ERROR \
+        and (stream > server.goaway.last_stream_id or not server.answered(stream))
     return stream in server.resets or "431" in statuses \
-        or (status is not None and status != 0) or before_goaway
+        or (status is not None and status != 0) or sent_away
 
 
 def test_hpack_bomb(under_attack: UnderAttack) -> None:

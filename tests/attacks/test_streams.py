@@ -4,11 +4,14 @@ forbids."""
 from __future__ import annotations
 
 import pytest
+from envoy.service.network_ext_proc.v3 import network_external_processor_pb2 as pb
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hyperframe.frame import RstStreamFrame
 
 from bench import attacks
 from bench.attacks import AttackResult, Trial
+from sidecar.app import Sidecar
 from sidecar.http2 import MAX_CONCURRENT_STREAMS, RESET_BURST, RESET_RATE
 from tests.attacks import expect
 from tests.attacks.conftest import UnderAttack
@@ -100,3 +103,30 @@ def test_headers_on_a_stream_id_already_passed(under_attack: UnderAttack, kind: 
         f"the server treated HEADERS on stream {bad} ({kind}) as a new stream: "
         f"{server.headers.get(bad)}, reset {server.resets.get(bad)}")
     expect.contained(trial, rss=16 * MiB)
+
+
+def test_resets_past_the_budget_spare_the_streams_already_open(sidecar: Sidecar) -> None:
+    # Envoy shares one connection between many client connections: a hostile client of
+    # Envoy's that makes it reset streams before they are answered spends that connection's
+    # budget. The GOAWAY then refuses new streams only; an open one goes on being served.
+    conn = attacks.AttackConnection(sidecar.port)
+    assert conn.handshake()
+    request = conn.request()
+
+    def message(text: bytes) -> bytes:
+        return attacks.grpc_message(
+            pb.ProcessingRequest(read_data=pb.Data(data=text)).SerializeToString())
+
+    conn.send(attacks.headers(1, request) + attacks.data(1, message(b"before")))
+    assert conn.wait_until(lambda view: view.data.get(1, 0) > 0, 5)
+    answered = conn.view.data[1]
+    resets = b"".join(attacks.headers(stream, request)
+                      + RstStreamFrame(stream, error_code=ErrorCodes.CANCEL).serialize()
+                      for stream in range(3, 2 * (RESET_BURST + 50), 2))
+    conn.send(resets + attacks.data(1, message(b"after")))
+    assert conn.wait_until(lambda view: view.goaway is not None
+                           and view.data.get(1, 0) > answered, 5), attacks.summary(
+        conn.result("resets past the budget", streams=[1]))
+    assert conn.view.goaway is not None
+    assert conn.view.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert conn.view.goaway.last_stream_id >= 1
