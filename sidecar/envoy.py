@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Template
 
 from sidecar.config import TcpAddress, UnixAddress, parse_address
+from sidecar.http2 import MAX_CONCURRENT_STREAMS
 
 ENVOY_CONFIG_DIR = Path(__file__).resolve().parent.parent / "envoy-config"
 
@@ -152,7 +153,7 @@ def render_bootstrap(sidecars: Sequence[SidecarAddress], listeners: Sequence[Lis
         _block(_fill("upstream-cluster.yaml", name=u.cluster, host=u.host, port=u.port), "  ")
         for u in upstreams)
     return _fill("bootstrap.yaml", admin_port=admin_port, listeners=listener_text,
-                 clusters=cluster_text,
+                 clusters=cluster_text, max_concurrent_streams=MAX_CONCURRENT_STREAMS,
                  sidecar_endpoints="\n".join(_endpoint(sidecar) for sidecar in sidecars),
                  sidecar_transport_socket=_transport_socket(tls))
 
