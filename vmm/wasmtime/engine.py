@@ -72,8 +72,11 @@ class EpochTicker:
         busiest = BusiestThread()
         owed = 0.0  # CPU time not yet counted as an epoch
         while not self._stop.wait(self.tick):
-            owed += busiest.used_since_last_look()
-            while owed >= self.tick:
+            # At most one epoch per look: after the ticker itself waited for a core, a burst
+            # of epochs would end whichever event happens to run then, at once (under load,
+            # a pass-through plugin's open event was stopped so).
+            owed = min(owed + busiest.used_since_last_look(), self.tick)
+            if owed >= self.tick:
                 owed -= self.tick
                 for engine in self._engines:
                     engine.increment_epoch()
