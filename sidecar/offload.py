@@ -41,6 +41,7 @@ class Offload:
         self._loop = loop
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="slow-plugins",
                                         initializer=_lower_priority)
+        self._in_flight: set[asyncio.Future[object]] = set()
 
     def stream(self, plugins: StreamPlugins) -> StreamWork:
         return StreamWork(self, plugins)
@@ -48,15 +49,20 @@ class Offload:
     def _run(self, plugins: StreamPlugins, work: Callable[[], T]) -> asyncio.Future[T]:
         plugins.handoff = self._loop.call_soon_threadsafe
         future = self._loop.run_in_executor(self._pool, work)
+        self._in_flight.add(future)  # type: ignore[arg-type]
 
-        def back_on_the_loop(_: asyncio.Future[T]) -> None:
+        def back_on_the_loop(done: asyncio.Future[T]) -> None:
             plugins.handoff = None
+            self._in_flight.discard(done)  # type: ignore[arg-type]
 
         future.add_done_callback(back_on_the_loop)
         return future
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Events already running finish (queued ones are cancelled), and what waited for
+        them (their streams' closing) runs, before the plugins may be closed."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
 
 
 class StreamWork:

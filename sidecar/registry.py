@@ -17,9 +17,9 @@ SPARE_SANDBOXES = 4  # per plugin: enough for a burst of new streams between two
 
 
 class Pace:
-    """How long a plugin's events take, on average (seconds, exponentially weighted): a
-    plugin past SLOW_EVENT_SECONDS has its streams' events run off the event loop, so that
-    it cannot stall the streams of other plugins."""
+    """How much CPU time a plugin's events take, on average (seconds, exponentially
+    weighted): a plugin past SLOW_EVENT_SECONDS has its streams' events run off the event
+    loop, so that it cannot stall the streams of other plugins."""
 
     __slots__ = ("average",)
     WEIGHT = 0.1  # of the newest event

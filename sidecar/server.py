@@ -73,7 +73,7 @@ class SidecarServer:
     async def drain(self, deadline_seconds: float) -> None:
         """No new connections or streams; open streams run until they end or the deadline."""
         await self._grpc.drain(deadline_seconds)
-        self.offload.close()  # events in flight finish first
+        await self.offload.close()  # events in flight finish first
         self.quiet_work.run_all()  # the sandboxes of the streams that just ended
 
     async def stop(self) -> None:
