@@ -199,12 +199,12 @@ def demo() -> None:
     raise typer.Exit(demo_module.main(Console()))
 
 
-def _listener(kind: type[Listener], spec: str, **options: str) -> Listener:
+def _listener_spec(spec: str) -> tuple[int, str, Upstream]:
+    """LISTEN_PORT/CHAIN/UPSTREAM_HOST:PORT as (port, chain, upstream)."""
     try:
         port, chain, upstream = spec.split("/")
         host, _, upstream_port = upstream.rpartition(":")
-        return kind(f"{kind.__name__.lower()}-{port}", chain,  # type: ignore[call-arg]
-                    Upstream(host, int(upstream_port)), int(port), **options)
+        return int(port), chain, Upstream(host, int(upstream_port))
     except ValueError:
         fail(f"{spec!r}: expected {LISTENER_SPEC}")
 
@@ -238,9 +238,15 @@ def envoy_config(
     response_body_mode: Annotated[str, typer.Option(help="HTTP response body mode.")] = "NONE",
 ) -> None:
     """Print an Envoy bootstrap attaching Envoy to a sidecar."""
-    listeners = [_listener(TcpListener, spec) for spec in tcp or ()] + [
-        _listener(HttpListener, spec, request_body_mode=request_body_mode,
-                  response_body_mode=response_body_mode) for spec in http or ()]
+    listeners: list[Listener] = []
+    for spec in tcp or ():
+        port, chain, upstream = _listener_spec(spec)
+        listeners.append(TcpListener(f"tcplistener-{port}", chain, upstream, port))
+    for spec in http or ():
+        port, chain, upstream = _listener_spec(spec)
+        listeners.append(HttpListener(f"httplistener-{port}", chain, upstream, port,
+                                      request_body_mode=request_body_mode,
+                                      response_body_mode=response_body_mode))
     if not listeners:
         fail("give at least one --tcp or --http listener")
     addresses = sidecar or ["127.0.0.1:50051"]

@@ -206,9 +206,9 @@ class Envoy:
                     self.listener_ports = self._listener_ports()
                     return self
             time.sleep(0.02)
-        log = self.log()
+        text = self.log()
         self.stop()
-        raise EnvoyError(f"Envoy was not ready after {timeout}s:\n{log}")
+        raise EnvoyError(f"Envoy was not ready after {timeout}s:\n{text}")
 
     def admin(self, path: str) -> str:
         """GET an admin endpoint; '' when Envoy does not answer (yet)."""

@@ -58,7 +58,7 @@ class NetworkExtProcCall:
         self.session: TcpSession | None = None
         self._work: StreamWork | None = None
 
-    def message(self, payload: bytes) -> bytes | asyncio.Future[bytes]:
+    def message(self, payload: bytes) -> bytes | asyncio.Future[bytes | None] | None:
         try:
             request = pb.ProcessingRequest.FromString(payload)
         except DecodeError:
@@ -68,7 +68,11 @@ class NetworkExtProcCall:
             self.session = TcpSession(plugins, StreamInfo(metadata=metadata))
             self._work = self._setup.offload.stream(plugins)
         session = self.session
-        return self._work.run(lambda: tcp_response(session, request).SerializeToString())
+
+        def answer() -> bytes | None:
+            return tcp_response(session, request).SerializeToString()
+
+        return self._work.run(answer)
 
     def close(self) -> None:
         if self.session is not None and self._work is not None:

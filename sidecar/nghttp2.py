@@ -200,7 +200,7 @@ class HeaderList:
         self.fields = tuple(fields)
         self.count = len(self.fields)
         self.nva = ffi.new("nghttp2_nv[]", max(self.count, 1))
-        self._keep = []
+        self._keep: list[Any] = []  # the buffers nva points into
         for entry, (name, value) in zip(self.nva, self.fields, strict=False):
             name_buffer, value_buffer = ffi.new("uint8_t[]", name), ffi.new("uint8_t[]", value)
             self._keep += (name_buffer, value_buffer)

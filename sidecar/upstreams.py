@@ -6,10 +6,10 @@ Each records what it received, so a caller can see both ends of a filtered conne
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import BinaryIO
 
 CARD = "4111 1111 1111 1111"  # a well-known test number (Luhn-valid)
 
@@ -47,7 +47,7 @@ class EchoServer:
             await self._server.wait_closed()
 
 
-def _read_chunked(stream: BinaryIO, trailers: dict[str, str]) -> bytes:
+def _read_chunked(stream: io.BufferedIOBase, trailers: dict[str, str]) -> bytes:
     body = b""
     while size := int(stream.readline().split(b";")[0].strip() or b"0", 16):
         body += stream.read(size)

@@ -56,9 +56,12 @@ def _worker(config_path: Path, listen: str, metrics: str | None, index: int, lev
         return dataclasses.replace(load_config(config_path), listen=listen, metrics=metrics,
                                    workers=1)
 
+    def ready(address: str, metrics_port: int | None) -> None:
+        report.send((address, metrics_port))
+        report.close()
+
     sidecar = Sidecar(read_config())
-    uvloop.run(serve(sidecar, None, lambda address, metrics_port: (
-        report.send((address, metrics_port)), report.close()), read_config, early))
+    uvloop.run(serve(sidecar, None, ready, read_config, early))
 
 
 @dataclasses.dataclass
@@ -134,7 +137,8 @@ class Supervisor:
         """Restart workers that die, until SIGTERM (every worker drains; waited for up to
         drain-seconds plus a margin) or SIGINT (every worker stops at once)."""
         while self._stopping is None:
-            wait([w.process.sentinel for w in self.workers if w.alive], timeout=0.5)
+            wait([w.process.sentinel for w in self.workers if w.process and w.alive],
+                 timeout=0.5)
             for worker in self.workers:
                 if self._stopping is None and worker.process is not None and not worker.alive \
                         and time.monotonic() >= worker.not_before:
