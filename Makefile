@@ -38,6 +38,7 @@ demo: plugins
 
 test: plugins
 	$(BIN)/ruff check .
+	$(BIN)/mypy sidecar
 	$(BIN)/pytest
 
 # QUICK=1: a CI-sized run.
