@@ -57,6 +57,7 @@ class TcpListener(ExtProcListener):
 
 @dataclass(frozen=True)
 class HttpListener(ExtProcListener):
+    request_header_mode: str = "SEND"  # SKIP: the first message is a body or the response's
     request_body_mode: str = "NONE"
     response_body_mode: str = "NONE"
     trailer_mode: str = "SKIP"

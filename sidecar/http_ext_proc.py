@@ -10,7 +10,9 @@ streamed response, changed or not.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -20,9 +22,17 @@ from google.protobuf.message import DecodeError
 
 from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
 from sidecar.grpc_server import GrpcError, Status
-from sidecar.http_session import HttpResult, HttpSession
+from sidecar.http_session import HttpMessage, HttpResult, HttpSession
 from sidecar.offload import StreamWork
-from vmm.events import Direction, Fields, Mutation, StreamInfo
+from vmm.events import (
+    Direction,
+    Fields,
+    HttpBody,
+    HttpHeaders,
+    HttpTrailers,
+    Mutation,
+    StreamInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,7 @@ FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 _KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _ATTRIBUTES = ("source.address", "destination.address")
+IN, OUT = Direction.INBOUND, Direction.OUTBOUND
 
 
 def header_fields(header_map: base_pb2.HeaderMap) -> Fields:
@@ -80,44 +91,114 @@ def stream_info(request: pb.ProcessingRequest, metadata: Metadata) -> StreamInfo
     return StreamInfo(found.get(_ATTRIBUTES[0], ""), found.get(_ATTRIBUTES[1], ""), metadata)
 
 
+class Part(enum.Enum):
+    HEADERS = "headers"
+    BODY = "body"
+    TRAILERS = "trailers"
+
+
+_PART_OF = {HttpHeaders: Part.HEADERS, HttpBody: Part.BODY, HttpTrailers: Part.TRAILERS}
+
+
+def received(request: pb.ProcessingRequest) -> HttpMessage | None:
+    """The message Envoy sent, by kind; None for a request that carries none."""
+    match request.WhichOneof("request"):  # the protobuf oneof, read in this one place
+        case "request_headers":
+            headers = request.request_headers
+            return HttpHeaders(IN, header_fields(headers.headers), headers.end_of_stream)
+        case "response_headers":
+            headers = request.response_headers
+            return HttpHeaders(OUT, header_fields(headers.headers), headers.end_of_stream)
+        case "request_body":
+            return HttpBody(IN, request.request_body.body, request.request_body.end_of_stream)
+        case "response_body":
+            return HttpBody(OUT, request.response_body.body, request.response_body.end_of_stream)
+        case "request_trailers":
+            return HttpTrailers(IN, header_fields(request.request_trailers.trailers))
+        case "response_trailers":
+            return HttpTrailers(OUT, header_fields(request.response_trailers.trailers))
+    return None
+
+
+def headers_response(direction: Direction, common: pb.CommonResponse) -> pb.ProcessingResponse:
+    answer = pb.HeadersResponse(response=common)
+    if direction is IN:
+        return pb.ProcessingResponse(request_headers=answer)
+    return pb.ProcessingResponse(response_headers=answer)
+
+
+def body_response(direction: Direction, common: pb.CommonResponse) -> pb.ProcessingResponse:
+    answer = pb.BodyResponse(response=common)
+    if direction is IN:
+        return pb.ProcessingResponse(request_body=answer)
+    return pb.ProcessingResponse(response_body=answer)
+
+
+def trailers_response(direction: Direction, mutation: Mutation) -> pb.ProcessingResponse:
+    answer = pb.TrailersResponse(
+        header_mutation=header_mutation(mutation.set_headers, mutation.remove_headers))
+    if direction is IN:
+        return pb.ProcessingResponse(request_trailers=answer)
+    return pb.ProcessingResponse(response_trailers=answer)
+
+
+@dataclass(slots=True)
+class DirectionState:
+    """One direction of the request as the processor sees it, after Envoy's ProcessorState:
+    the body mode Envoy announced, the parts received, and the part whose response Envoy
+    waits for (none between messages, and none in observability mode)."""
+
+    body_mode: int  # ProcessingMode.BodySendMode, from the first message's protocol_config
+    received: set[Part] = field(default_factory=set)
+    awaited: Part | None = None
+
+    @property
+    def full_duplex(self) -> bool:
+        return self.body_mode == FULL_DUPLEX
+
+
 class HttpStream:
     """Translates one ext_proc stream's messages into HttpSession calls and back."""
 
     def __init__(self, session: HttpSession, first: pb.ProcessingRequest) -> None:
         self.session = session
         config = first.protocol_config
-        self._full_duplex = {Direction.INBOUND: config.request_body_mode == FULL_DUPLEX,
-                             Direction.OUTBOUND: config.response_body_mode == FULL_DUPLEX}
+        self.states = {IN: DirectionState(config.request_body_mode),
+                       OUT: DirectionState(config.response_body_mode)}
 
-    def respond(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        which = request.WhichOneof("request")
-        if which is None:
-            return pb.ProcessingResponse()
-        direction = Direction.INBOUND if which.startswith("request") else Direction.OUTBOUND
-        message = getattr(request, which)
-        response = pb.ProcessingResponse()
-        if which.endswith("headers"):
-            result = self.session.headers(direction, header_fields(message.headers),
-                                          message.end_of_stream)
-            if result.respond is None:
-                getattr(response, which).response.CopyFrom(
-                    common_response(result.mutation, headers_phase=True))
-        elif which.endswith("body"):
-            result = self.session.body(direction, message.body, message.end_of_stream)
-            if result.respond is None:
-                common = common_response(result.mutation, headers_phase=False)
-                if self._full_duplex[direction]:
-                    body = message.body if result.mutation.body is None else result.mutation.body
-                    common.body_mutation.streamed_response.body = body
-                    common.body_mutation.streamed_response.end_of_stream = message.end_of_stream
-                getattr(response, which).response.CopyFrom(common)
-        else:
-            result = self.session.trailers(direction, header_fields(message.trailers))
-            if result.respond is None:
-                mutation = result.mutation
-                getattr(response, which).header_mutation.CopyFrom(
-                    header_mutation(mutation.set_headers, mutation.remove_headers))
-        return immediate_response(result) if result.respond is not None else response
+    def respond(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
+        """The response to `request`, or None when Envoy waits for none."""
+        message = received(request)
+        if message is None:
+            return None if request.observability_mode else pb.ProcessingResponse()
+        state = self.states[message.direction]
+        part = _PART_OF[type(message)]
+        state.received.add(part)
+        state.awaited = None if request.observability_mode else part
+        response = self._answer(state, message)  # the plugins run in observability mode too
+        if state.awaited is None:
+            return None
+        state.awaited = None  # answered
+        return response
+
+    def _answer(self, state: DirectionState, message: HttpMessage) -> pb.ProcessingResponse:
+        result = self.session.handle(message)
+        if result.respond is not None:
+            return immediate_response(result)
+        mutation = result.mutation
+        match message:
+            case HttpHeaders():
+                return headers_response(message.direction,
+                                        common_response(mutation, headers_phase=True))
+            case HttpBody():
+                common = common_response(mutation, headers_phase=False)
+                if state.full_duplex:  # Envoy forwards only the body sent back
+                    streamed = common.body_mutation.streamed_response
+                    streamed.body = message.body if mutation.body is None else mutation.body
+                    streamed.end_of_stream = message.end_of_stream
+                return body_response(message.direction, common)
+            case HttpTrailers():
+                return trailers_response(message.direction, mutation)
 
 
 class HttpExtProcCall:
@@ -145,11 +226,11 @@ class HttpExtProcCall:
 
         def answer() -> bytes | None:
             response = stream.respond(request)
-            return None if request.observability_mode else response.SerializeToString()
+            return None if response is None else response.SerializeToString()
 
         return self._work.run(answer)
 
     def close(self) -> None:
         if self._stream is not None and self._work is not None:
-            self._work.close(self._stream.session.plugins.close)
+            self._work.close(self._stream.session.close)
         self._setup.admission.close_stream()

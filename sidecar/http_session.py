@@ -6,13 +6,12 @@ and Envoy gets the net effect. The first plugin to answer the request ends the c
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 from sidecar.streams import StreamFailed, StreamPlugins
 from vmm.events import (
     Direction,
-    Event,
     Fields,
     HttpBody,
     HttpForward,
@@ -27,6 +26,8 @@ from vmm.events import (
 FAILURE_RESPONSE = Respond(500, (("content-type", b"text/plain"),),
                            b"request refused: a filter failed\n")
 NO_CHANGE = Mutation()
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,20 @@ def apply_headers(fields: Fields, mutation: Mutation) -> Fields:
     return tuple(f for f in fields if f[0] not in gone) + tuple(mutation.set_headers)
 
 
+HttpMessage = HttpHeaders | HttpBody | HttpTrailers
+
+
+def as_next_plugin_sees(message: HttpMessage, mutation: Mutation) -> HttpMessage:
+    """`message` after `mutation`: what the next plugin of the chain is given."""
+    match message:
+        case HttpHeaders():
+            return replace(message, headers=apply_headers(message.headers, mutation))
+        case HttpTrailers():
+            return replace(message, trailers=apply_headers(message.trailers, mutation))
+        case HttpBody():
+            return message if mutation.body is None else replace(message, body=mutation.body)
+
+
 class HttpSession:
     def __init__(self, plugins: StreamPlugins, info: StreamInfo) -> None:
         self.plugins = plugins
@@ -78,42 +93,26 @@ class HttpSession:
         # What a plugin's on-open set for the request headers, by chain position.
         self._open_mutations: dict[int, Mutation] = {}
 
-    def headers(self, direction: Direction, headers: Fields, end_of_stream: bool) -> HttpResult:
-        return self._run(direction, headers, None,
-                         lambda fields, _: HttpHeaders(direction, fields, end_of_stream),
-                         request_headers=direction is Direction.INBOUND)
-
-    def body(self, direction: Direction, body: bytes, end_of_stream: bool) -> HttpResult:
-        return self._run(direction, (), body,
-                         lambda _, chunk: HttpBody(direction, chunk or b"", end_of_stream))
-
-    def trailers(self, direction: Direction, trailers: Fields) -> HttpResult:
-        return self._run(direction, trailers, None,
-                         lambda fields, _: HttpTrailers(direction, fields))
-
-    def _run(self, direction: Direction, fields: Fields, body: bytes | None,
-             event: Callable[[Fields, bytes | None], Event],
-             request_headers: bool = False) -> HttpResult:
+    def handle(self, message: HttpMessage) -> HttpResult:
+        """`message` through the chain, in its direction's order; the verdicts composed."""
         try:
             if not self._opened:
                 answered = self._open()
                 if answered is not None:
                     return answered
+            opened = self._take_open_mutations(message)
             net = NetMutation()
-            for link in self.plugins.in_order(direction):
-                opened = self._open_mutations.pop(link.position, None)
-                if opened is not None and request_headers:
-                    net.add(opened)
-                    fields = apply_headers(fields, opened)
-                verdict = self.plugins.deliver(link, event(fields, body))
+            for link in self.plugins.in_order(message.direction):
+                from_open = opened.pop(link.position, None)
+                if from_open is not None:
+                    net.add(from_open)
+                    message = as_next_plugin_sees(message, from_open)
+                verdict = self.plugins.deliver(link, message)
                 if isinstance(verdict, Respond):
                     return HttpResult(respond=verdict, details=f"hyperfilter_{link.name}")
                 if isinstance(verdict, HttpForward) and not verdict.mutation.is_empty:
                     net.add(verdict.mutation)
-                    fields = apply_headers(fields, verdict.mutation)
-                    if verdict.mutation.body is not None:
-                        body = verdict.mutation.body
-            self._open_mutations.clear()  # they only ever apply to the request headers
+                    message = as_next_plugin_sees(message, verdict.mutation)
             return HttpResult(net.result())
         except StreamFailed:
             return HttpResult(respond=FAILURE_RESPONSE, details="hyperfilter_filter_failed")
@@ -130,5 +129,21 @@ class HttpSession:
                 self._open_mutations[link.position] = verdict.mutation
         return None
 
+    def _take_open_mutations(self, message: HttpMessage) -> dict[int, Mutation]:
+        """The on-open mutations, for the request headers: a request's first message unless
+        Envoy skips them (`request_header_mode: SKIP`). Then nothing can carry them: Envoy
+        applies a body response's header mutation only to headers it sent, and a trailers
+        response's only to the trailers. So they are dropped, with one warning."""
+        opened, self._open_mutations = self._open_mutations, {}
+        if opened and not (isinstance(message, HttpHeaders)
+                           and message.direction is Direction.INBOUND):
+            names = ", ".join(link.name for link in self.plugins.links if link.position in opened)
+            log.warning("on-open mutation of %s not applied: Envoy skipped the request headers, "
+                        "the only message that can carry it", names)
+            return {}
+        return opened
+
     def close(self) -> None:
+        """The stream ended: its sandboxes go. The WIT world has no HTTP close event to tell
+        the plugins first (`on-close` is TCP's)."""
         self.plugins.close()

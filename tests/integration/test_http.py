@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,7 @@ SPEC = StackSpec(
         "rewrite": "rewrite",
         "faulty-open": {"path": "faulty", "failure-policy": "fail-open"},
         "faulty-closed": {"path": "faulty", "failure-policy": "fail-closed"},
+        "abi-probe": "abi-probe",  # its on-open sets x-info
     },
     chains={"api": ["http-auth", "body-redactor"]},
     http={
@@ -47,6 +49,10 @@ SPEC = StackSpec(
         "faulty-closed": ("faulty-closed", {}),
         "trailers": ("rewrite", {"trailer_mode": "SEND"}),
         "unknown": ("no-such-chain", {}),
+        "open": ("abi-probe", {}),
+        "open-skip-headers": ("abi-probe", {"request_header_mode": "SKIP"}),
+        "open-skip-headers-body": ("abi-probe", {"request_header_mode": "SKIP",
+                                                 "request_body_mode": "BUFFERED"}),
     } | {f"rewrite-{mode}": ("rewrite", body_mode(mode)) for mode in BODY_MODES},
 )
 
@@ -124,3 +130,25 @@ def test_request_trailers_reach_the_plugin(stack: Stack) -> None:
 
 def test_an_unknown_chain_fails_under_the_default_policy(stack: Stack) -> None:
     assert http_request(stack.ports["unknown"]).status == 500
+
+
+def test_an_open_mutation_reaches_the_request_headers(stack: Stack) -> None:
+    assert http_request(stack.ports["open"]).status == 200
+    seen = stack.web.requests[-1]["headers"]
+    assert isinstance(seen, dict) and seen["x-info"].startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize("listener", ["open-skip-headers", "open-skip-headers-body"])
+def test_an_open_mutation_with_request_headers_skipped_is_dropped_with_one_warning(
+        stack: Stack, caplog: pytest.LogCaptureFixture, listener: str) -> None:
+    # Envoy's first message is then the response headers, or the request body: neither
+    # response can change the request headers.
+    with caplog.at_level(logging.WARNING, logger="sidecar.http_session"):
+        reply = http_request(stack.ports[listener], "POST", "/echo", body=b"abc")
+    assert reply.status == 200
+    seen, seen_body = stack.web.requests[-1]["headers"], stack.web.requests[-1]["body"]
+    assert isinstance(seen, dict) and "x-info" not in seen and "x-info" not in reply.headers
+    assert seen_body == (b"ABC" if listener.endswith("body") else b"abc")
+    assert reply.headers["x-seen-content-type"] == "application/json"  # the plugin still ran
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sidecar.http_session"]
+    assert len(warnings) == 1 and "on-open mutation of abi-probe not applied" in warnings[0]

@@ -188,7 +188,7 @@ def test_http_mutations_compose_along_the_chain() -> None:
                  HTTP_EVENTS)
     second = fake("second", headers_script(Mutation((("x-a", b"3"),), ("x-b",))), HTTP_EVENTS)
     session = http(first, second)
-    result = session.headers(IN, ((":path", b"/"), ("cookie", b"c")), True)
+    result = session.handle(HttpHeaders(IN, ((":path", b"/"), ("cookie", b"c")), True))
     assert result.respond is None
     assert result.mutation == Mutation((("x-a", b"3"),), ("cookie", "x-b"))
     second_saw = next(e for e in second.seen if isinstance(e, HttpHeaders))
@@ -199,7 +199,7 @@ def test_a_response_ends_the_chain() -> None:
     after = fake("after", lambda e: HTTP_FORWARD, HTTP_EVENTS)
     session = http(fake("auth", lambda e: Respond(401) if isinstance(e, HttpHeaders)
                         else HTTP_FORWARD, HTTP_EVENTS), after)
-    result = session.headers(IN, (), True)
+    result = session.handle(HttpHeaders(IN, (), True))
     assert result.respond == Respond(401) and result.details == "hyperfilter_auth"
     assert not [e for e in after.seen if isinstance(e, HttpHeaders)]
 
@@ -208,15 +208,17 @@ def test_open_gets_the_addresses_and_its_mutation_applies_to_request_headers() -
     opener = fake("opener", lambda e: HttpForward(Mutation((("x-client", b"1.2.3.4"),)))
                   if isinstance(e, HttpOpen) else HTTP_FORWARD, HTTP_EVENTS)
     session = http(opener)
-    assert session.headers(IN, (), True).mutation.set_headers == (("x-client", b"1.2.3.4"),)
+    opened = session.handle(HttpHeaders(IN, (), True))
+    assert opened.mutation.set_headers == (("x-client", b"1.2.3.4"),)
     assert opener.seen[0] == HttpOpen(StreamInfo("1.2.3.4:5", "5.6.7.8:80"))
-    assert session.headers(OUT, (), True).mutation == Mutation()
+    assert session.handle(HttpHeaders(OUT, (), True)).mutation == Mutation()
 
 
 def test_http_failure_policies() -> None:
-    assert http(fake("f", trap, HTTP_EVENTS)).headers(IN, (), True).respond == FAILURE_RESPONSE
+    failed = http(fake("f", trap, HTTP_EVENTS)).handle(HttpHeaders(IN, (), True))
+    assert failed.respond == FAILURE_RESPONSE
     passes = http(fake("f", trap, HTTP_EVENTS), policy=FailurePolicy.FAIL_OPEN)
-    assert passes.headers(IN, (), True).respond is None
+    assert passes.handle(HttpHeaders(IN, (), True)).respond is None
 
 
 def test_apply_headers_replaces_and_removes() -> None:
