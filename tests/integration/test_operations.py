@@ -107,6 +107,8 @@ def served(tmp_path: Path) -> Iterator[Serve]:
     opened: list[Served] = []
 
     def serve(plugin: str, extra: str = "", workers: int = 1) -> Served:
+        if "listen =" not in extra:  # any free ports (worker i: another free one each)
+            extra = f'listen = "127.0.0.1:0"\n{extra}'
         opened.append(Served(write_config(tmp_path, f'p = "{plugin_dir(plugin)}"',
                                           f"{extra}\nworkers = {workers}"),
                              tmp_path / "serve.log"))
