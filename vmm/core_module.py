@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmm.capabilities import BY_INTERFACE, HostFunction
-from vmm.errors import NotWasmError, UngrantedImportError, WorldMismatchError
+from vmm.capabilities import HostFunction
+from vmm.errors import NotWasmError, WorldMismatchError
 from vmm.events import kinds_of
+from vmm.grants import grant_for
 from vmm.input_area import INPUT_AREA_EXPORT
 from vmm.manifest import Manifest
 from vmm.wasm_types import FuncSig, GlobalSig, MemorySig, WasmFormatError, read_module_types
@@ -81,13 +82,8 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
 
 def _check_import(manifest: Manifest, interface: str, name: str,
                   sig: object) -> CapabilityImport:
-    grant_type = BY_INTERFACE.get(interface)
-    if grant_type is None:
-        raise WorldMismatchError(
-            manifest.name, f"imports {interface}#{name}, which is not a hyperfilter capability")
-    if grant_type.name not in manifest.grants:
-        raise UngrantedImportError(manifest.name, interface, f"function {name}")
-    function = next((f for f in grant_type.functions if f.name == name), None)
+    grant = grant_for(manifest, interface, name)
+    function = next((f for f in grant.functions if f.name == name), None)
     if function is None:
         raise WorldMismatchError(manifest.name, f"imports {interface}#{name}, "
                                                 f"which {interface} does not define")
@@ -95,7 +91,7 @@ def _check_import(manifest: Manifest, interface: str, name: str,
     if not isinstance(sig, FuncSig) or not sig.matches(expected):
         raise WorldMismatchError(manifest.name, f"imports {interface}#{name} with the wrong "
                                                 f"type; the world's is {expected}")
-    return CapabilityImport(interface, function, grant_type.name)
+    return CapabilityImport(interface, function, grant.name)
 
 
 def _check_func(plugin: str, exports: dict[str, object], name: str,

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from vmm.capabilities import interface_id
 from vmm.capabilities.metrics import MetricsGrant
 from vmm.capabilities.shared_state import SharedStateGrant
-from vmm.errors import ManifestError
+from vmm.errors import ManifestError, UngrantedImportError, WorldMismatchError
 from vmm.events import EventKind
+from vmm.grants import grant_for
 from vmm.manifest import FailurePolicy, Limits, load_manifest
 
 VALID = '''
@@ -96,3 +98,12 @@ def test_malformed_manifests(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="no manifest at"):
         load_manifest(tmp_path)
+
+
+def test_one_place_grants_or_refuses_an_interface(tmp_path: Path) -> None:
+    m = load_manifest(write(tmp_path, VALID))
+    assert grant_for(m, interface_id("clock"), "now") is m.grants["clock"]
+    with pytest.raises(UngrantedImportError, match="does not grant it"):
+        grant_for(m, interface_id("log"))
+    with pytest.raises(WorldMismatchError, match="not a hyperfilter capability"):
+        grant_for(m, "wasi:sockets/tcp@0.2.0", "connect")

@@ -25,11 +25,10 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from vmm.canonical import Enum, Result
-from vmm.capabilities import BY_INTERFACE, CapabilityError, HostEnv, HostFunction, OutputLines
+from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines
 from vmm.errors import (
     InvalidVerdict,
     SandboxFault,
-    UngrantedImportError,
     WorldMismatchError,
 )
 from vmm.events import (
@@ -46,6 +45,7 @@ from vmm.events import (
     kinds_of,
 )
 from vmm.faults import classify
+from vmm.grants import grant_for
 from vmm.manifest import Manifest
 from vmm.sandbox import Sandbox
 from vmm.verdicts import VerdictProblem, check_entries, check_size
@@ -91,16 +91,10 @@ class ComponentPlugin(WasmtimePlugin):
         if name == TYPES_INTERFACE:
             with root.add_instance(name):
                 return
-        grant_type = BY_INTERFACE.get(name)
-        if grant_type is None:
-            raise WorldMismatchError(
-                self.name, f"imports {name}, which is neither WASI nor a hyperfilter capability")
-        grant = self.manifest.grants.get(grant_type.name)
-        if grant is None:
-            raise UngrantedImportError(self.name, name)
+        grant = grant_for(self.manifest, name)  # WASI is linked above, denying
         host = grant.bind(env)
         with root.add_instance(name) as instance:
-            for function in grant_type.functions:
+            for function in grant.functions:
                 instance.add_func(function.name,
                                   component_host_call(function, getattr(host, function.method)))
 
