@@ -20,6 +20,14 @@ class CheckedMemory(ABC):
         """The current size in bytes; sets `_size`."""
 
     @abstractmethod
+    def read(self, ptr: int, length: int) -> bytes:
+        """`length` bytes at `ptr`, checked."""
+
+    @abstractmethod
+    def write(self, ptr: int, data: bytes) -> None:
+        """`data` at `ptr`, checked."""
+
+    @abstractmethod
     def view(self, ptr: int, length: int) -> memoryview:
         """A writable view of `length` bytes at `ptr`, checked once: linear memory never
         moves or shrinks while its sandbox lives, and the view must not outlive it."""

@@ -4,6 +4,7 @@ it, calls with the world's core types are safe without per-call type checks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vmm.capabilities import HostFunction
@@ -17,7 +18,7 @@ from vmm.world import EXPORTS, Export
 
 REALLOC = "cabi_realloc"
 REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
-POST_RETURN_TYPES = (["i32"], [])
+POST_RETURN_TYPES: tuple[list[str], list[str]] = (["i32"], [])
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _check_import(manifest: Manifest, interface: str, name: str,
     return CapabilityImport(interface, function, grant.name)
 
 
-def _check_func(plugin: str, exports: dict[str, object], name: str,
+def _check_func(plugin: str, exports: Mapping[str, object], name: str,
                 expected: tuple[list[str], list[str]]) -> None:
     sig = exports.get(name)
     if sig is None:

@@ -8,6 +8,7 @@ import, function, memory, global, export); validating the rest is the compiler's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vmm.wasm_kind import MAGIC
 
@@ -211,7 +212,8 @@ def _extern_sig(reader: _Reader, kind: int, types: list[FuncSig]) -> ExternSig:
 
 def _exported(kind: int, index: int, functions: list[FuncSig], globals_: list[GlobalSig],
               memories: list[MemorySig]) -> ExternSig:
-    space: list | None = {_FUNC: functions, _GLOBAL: globals_, _MEMORY: memories}.get(kind)
+    spaces: dict[int, list[Any]] = {_FUNC: functions, _GLOBAL: globals_, _MEMORY: memories}
+    space = spaces.get(kind)
     if space is None:
         return OtherSig("table" if kind == _TABLE else "tag")
     if index >= len(space):

@@ -105,7 +105,8 @@ class Export:
 # pointer, first length, second pointer, second length), allocated before the strings, packed
 # here and written in one piece instead of four writes a pair.
 _PAIR_RECORD = struct.Struct("<IIII")
-assert FIELDS.stride == STREAM_INFO.fields[2].stride == _PAIR_RECORD.size
+_METADATA = STREAM_INFO.fields[2]
+assert isinstance(_METADATA, List) and FIELDS.stride == _METADATA.stride == _PAIR_RECORD.size
 
 
 def _lower_pairs(mem: Memory, pairs: Sequence[tuple[str, Any]], text_values: bool

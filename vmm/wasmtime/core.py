@@ -66,7 +66,7 @@ class CoreSandbox(Sandbox):
         self._ctx: _Pointer = self._store._context()
         self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, plugin.deadline_ticks)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
-        self._post_return: tuple[RawFunc, int | None] | None = None
+        self._post_return: tuple[RawFunc, int] | None = None
         self._deadline.renew()  # the start function runs now
         try:
             self._instance = plugin.pre.instantiate(self._store)
@@ -121,7 +121,7 @@ class CoreSandbox(Sandbox):
             verdict = export.lift(self._memory, raw, self._max_verdict)
         except AbiError as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
-        if post is not None:
+        if post is not None and raw is not None:  # a post-return takes the export's result
             self._post_return = (post, raw)  # off the latency path: see Sandbox.settle
         return verdict
 

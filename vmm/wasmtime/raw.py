@@ -13,6 +13,7 @@ import ctypes
 import struct
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -64,7 +65,7 @@ def set_epoch_deadline(ctx_address: int, ticks: int) -> None:
     _set_epoch_deadline(ctx_address, ticks)
 
 
-def address(pointer: object) -> int:
+def address(pointer: Any) -> int:
     """A ctypes pointer as a plain integer: what our own prototypes take, with no
     conversion per call."""
     return ctypes.cast(pointer, ctypes.c_void_p).value or 0
