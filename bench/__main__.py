@@ -23,6 +23,7 @@ from rich.progress import Progress
 from bench import tiers
 from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
+    BUSY,
     Contender,
     Direct,
     EnvoyAlone,
@@ -31,12 +32,13 @@ from bench.contenders import (
     GrpcAio,
     Hyperfilter,
     Naive,
-    PreviousFraming,
     ServerProcess,
     Upstreams,
+    before_containment,
+    previous_framing,
 )
 from bench.plots import plot_all
-from bench.report import SANDBOXED, goals, markdown, print_tables
+from bench.report import SANDBOXED, SLOW_NEIGHBOUR, goals, markdown, print_tables
 from bench.stats import summarize
 from bench.workloads import (
     HttpRequests,
@@ -47,6 +49,7 @@ from bench.workloads import (
     integrity,
     memory_per_connection,
     round_trips_per_second,
+    slow_neighbour,
 )
 from sidecar.envoy import Upstream
 from vmm import kvm
@@ -70,6 +73,8 @@ class Scale:
         self.body_requests = 15 if quick else 40
         self.throughput_seconds = 1.0 if quick else 4.0
         self.cpu_round_trips = 500 if quick else 600  # per block and contender
+        self.busy_connections = 50
+        self.slow_neighbour_seconds = 2.0 if quick else 5.0  # before, then as long during
         self.integrity_connections = 100 if quick else 500
         self.integrity_max_size = (256 << 10) if quick else (1 << 20)
         self.integrity_seconds = 60.0 if quick else 240.0  # then what is still open dies
@@ -191,6 +196,21 @@ def sidecar_cpu(contenders: list[Contender], scale: Scale,
             for c in measured}
 
 
+def slow_neighbours(contenders: list[Contender], scale: Scale,
+                    progress: Progress) -> dict[str, dict[str, Any]]:
+    """On each sidecar that also runs the busy plugin: the pass-through neighbour's round trips
+    before and while the busy plugin's own connections keep it busy (bench/workloads.py)."""
+    measured = [c for c in contenders if BUSY.name in c.ports]
+    task = progress.add_task("slow neighbour", total=len(measured))
+    results = {}
+    for contender in measured:
+        results[contender.label] = {"contender": contender.name} | slow_neighbour(
+            contender.ports["tcp"], contender.ports[BUSY.name], scale.busy_connections,
+            scale.slow_neighbour_seconds)
+        progress.advance(task)
+    return results
+
+
 def data_integrity(contenders: list[Contender], scale: Scale,
                    progress: Progress) -> dict[str, dict[str, Any]]:
     """Concurrent connections of random sizes through each sandboxed tier's pass-through:
@@ -275,17 +295,18 @@ def contenders_here() -> tuple[list[Contender], dict[str, str]]:
     """The contenders this machine and clone can run, and why any other is left out."""
     skipped: dict[str, str] = {}
     extra: list[Contender] = []
-    if (reason := PreviousFraming.unavailable()) is None:
-        extra.append(PreviousFraming())
-    else:
-        skipped[PreviousFraming.LABEL] = reason
-    kvm_tier = Hyperfilter(tier="kvm")
+    for at_commit in (previous_framing(), before_containment()):
+        if (reason := at_commit.unavailable()) is None:
+            extra.append(at_commit)
+        else:
+            skipped[at_commit.label] = reason
+    kvm_tier = Hyperfilter(tier="kvm", neighbours=(BUSY,))
     if (reason := kvm.unavailable()) is None:
         extra.append(kvm_tier)
     else:
         skipped[kvm_tier.label] = reason
     return [Direct(), EnvoyAlone(), Naive(), GrpcAio(), Hyperfilter(plugin=None),
-            Hyperfilter(), *extra, EnvoyWasm()], skipped
+            Hyperfilter(neighbours=(BUSY,)), *extra, EnvoyWasm()], skipped
 
 
 def kvm_module() -> str | None:
@@ -324,6 +345,7 @@ def main(argv: list[str]) -> int:
                                                                          progress)
             workloads["tcp_throughput_round_trips_per_s"] = throughput(contenders, scale,
                                                                        progress)
+            workloads[SLOW_NEIGHBOUR] = slow_neighbours(contenders, scale, progress)
             workloads["tcp_integrity"] = data_integrity(contenders, scale, progress)
             workloads["memory_per_live_connection_KiB"] = live_memory(
                 contenders, scale, descriptors, progress)

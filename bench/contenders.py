@@ -144,22 +144,45 @@ class GrpcAio(UnsandboxedExtProc):
     name, label, kind = "grpc-aio", "Envoy + grpc.aio ext_proc, uvloop (no sandbox)", "aio"
 
 
+@dataclass(frozen=True)
+class NeighbourPlugin:
+    """Another plugin on the same sidecar, on an Envoy TCP listener (and chain) of its name."""
+
+    name: str
+    path: Path
+    config: tuple[tuple[str, str], ...] = ()
+
+    def toml(self, tier: str) -> str:
+        config = ", ".join(f'{key} = "{value}"' for key, value in self.config)
+        return (f'[plugins.{self.name}]\npath = "{self.path}"\ntier = "{tier}"\n'
+                f"config = {{ {config} }}\n")
+
+
+# The slow neighbour: 18 ms of computing per TCP data event, 90% of its 20 ms cpu-ms.
+BUSY = NeighbourPlugin("busy", ROOT / "tests" / "plugins" / "busy", (("busy-ms", "18"),))
+
+
 class Hyperfilter(ExtProcContender):
     """`hyperfilter serve` in its own processes (a worker per core), every stream through
     `plugin` on `tier`; with no plugin, the same server with the sandbox call removed (an empty
-    chain)."""
+    chain). Each of `neighbours` is loaded too, with a TCP listener of its own."""
 
     measure_live_memory = True
     cache = BENCH_CACHE
 
     def __init__(self, plugin: str | None = "pass-through", tier: str = "wasmtime",
-                 workers: int = 2) -> None:
+                 workers: int = 2, neighbours: tuple[NeighbourPlugin, ...] = ()) -> None:
         self.plugin, self.tier, self.workers = plugin, tier, workers
+        self.neighbours = neighbours
         self.name = f"hyperfilter-{tier}" if plugin else "hyperfilter-path"
         self.label = (f"Envoy + hyperfilter ({plugin}, {tier})" if plugin
                       else "Envoy + hyperfilter, sandbox call removed")
         self.sidecar_pids: list[int] = []
         self.sidecar_ports: list[int] = []
+
+    def listeners(self, upstreams: Upstreams) -> list[Listener]:
+        return [*super().listeners(upstreams),
+                *(TcpListener(n.name, n.name, upstreams.echo) for n in self.neighbours)]
 
     def start(self, upstreams: Upstreams) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="hyperfilter-bench-")
@@ -170,7 +193,8 @@ class Hyperfilter(ExtProcContender):
         (workdir / "sidecar.toml").write_text(
             f'cache-dir = "{self.cache}"\nworkers = {self.workers}\n'
             f'[plugins.{plugin}]\npath = "{ROOT / "plugins" / "examples" / plugin}"\n'
-            f'tier = "{self.tier}"\n[chains]\nbench = {chain}\n')
+            f'tier = "{self.tier}"\n' + "".join(n.toml(self.tier) for n in self.neighbours)
+            + f"[chains]\nbench = {chain}\n")
         code = self.code(workdir)
         env = {**os.environ, "PYTHONPATH": str(code)}  # its modules ahead of the installed ones
         imported = subprocess.run([sys.executable, "-c", "import sidecar; print(sidecar.__file__)"],
@@ -214,36 +238,48 @@ class Hyperfilter(ExtProcContender):
         self._dir.cleanup()
 
 
-class PreviousFraming(Hyperfilter):
-    """The same server and plugin, running the code of `COMMIT`: the last with the hand-written
-    HTTP/2 framing, extracted from git at start (not kept in the tree)."""
+class AtCommit(Hyperfilter):
+    """The same server and plugin (pass-through, wasmtime), running the code of git commit
+    `commit`, extracted from git at start (not kept in the tree)."""
 
-    COMMIT = "bc4adb5"
     measure_live_memory = False
-    cache = BENCH_CACHE / f"framing-{COMMIT}"  # the commit's cache format need not be today's
 
-    LABEL = f"Envoy + hyperfilter, previous framing ({COMMIT}; pass-through, wasmtime)"
-
-    def __init__(self) -> None:
+    def __init__(self, commit: str, name: str, what: str) -> None:
         super().__init__()
-        self.name, self.label = "hyperfilter-previous-framing", self.LABEL
+        self.commit = commit
+        self.name = f"hyperfilter-{name}"
+        self.label = f"Envoy + hyperfilter, {what} ({commit}; pass-through, wasmtime)"
+        self.cache = BENCH_CACHE / f"commit-{commit}"  # its cache format need not be today's
 
-    @classmethod
-    def unavailable(cls) -> str | None:
+    def unavailable(self) -> str | None:
         """Why this clone cannot run it (a shallow clone lacks the commit), or None."""
         found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
-                                f"{cls.COMMIT}^{{commit}}"], capture_output=True)
+                                f"{self.commit}^{{commit}}"], capture_output=True)
         return None if found.returncode == 0 else (
-            f"commit {cls.COMMIT} is not in this clone (shallow?): previous framing not run")
+            f"commit {self.commit} is not in this clone (shallow?): not run")
 
     def code(self, workdir: Path) -> Path:
         source = workdir / "source"
         source.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.COMMIT],
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.commit],
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(source, filter="data")
         return source
+
+
+def previous_framing() -> AtCommit:
+    """The last commit with the hand-written HTTP/2 framing."""
+    return AtCommit("bc4adb5", "previous-framing", "previous framing")
+
+
+BEFORE_CONTAINMENT = "93b4b6b"
+
+
+def before_containment() -> AtCommit:
+    """The last commit before a slow plugin was contained: libnghttp2 framing, but no
+    offloading of slow plugins, no verdict checks, no CPU-clock bound."""
+    return AtCommit(BEFORE_CONTAINMENT, "before-containment", "before containment")
 
 
 @dataclass(frozen=True)

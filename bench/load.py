@@ -2,6 +2,8 @@
 measures for one GIL.
 
     python -m bench.load throughput PORT CONNECTIONS SECONDS SIZE   # prints round trips
+    python -m bench.load keep-busy PORT CONNECTIONS SECONDS SIZE    # the same, and "ready"
+                                                                    # once they begin
     python -m bench.load hold PORT CONNECTIONS   # prints "ready" once all are open and have
                                                  # echoed a byte (else why not); closes them at
                                                  # end of stdin
@@ -23,29 +25,52 @@ async def _round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     await reader.readexactly(len(payload))
 
 
-async def throughput(port: int, connections: int, seconds: float, size: int) -> None:
+async def throughput(port: int, connections: int, seconds: float, size: int,
+                     announce: bool = False) -> None:
+    """Closed-loop round trips for `seconds` once every connection has had its first (so its
+    stream and sandbox exist); with `announce`, says "ready" then. A connection that fails
+    stops and is counted."""
     payload = b"x" * size
-    done = 0
-    deadline = time.monotonic() + seconds
+    done = failed = settled = 0
+    all_settled, start = asyncio.Event(), asyncio.Event()
+    deadline = 0.0
+
+    def settle() -> None:
+        nonlocal settled
+        settled += 1
+        if settled == connections:
+            all_settled.set()
 
     async def client() -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await _round_trip(reader, writer, payload)  # the stream and its sandbox exist now
-        await start.wait()
-        while time.monotonic() < deadline:
+        nonlocal done, failed
+        writer, first_done = None, False
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await _round_trip(reader, writer, payload)
-            done += 1
-        writer.close()
+            first_done = True
+            settle()
+            await start.wait()
+            while time.monotonic() < deadline:
+                await _round_trip(reader, writer, payload)
+                done += 1
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1
+            if not first_done:
+                settle()
+        finally:
+            if writer is not None:
+                writer.close()
 
-    start = asyncio.Event()
     tasks = [asyncio.ensure_future(client()) for _ in range(connections)]
-    await asyncio.sleep(0.2 + connections / 500)
+    await asyncio.wait_for(all_settled.wait(), timeout=120)
     began = time.monotonic()
     deadline = began + seconds
     start.set()
+    if announce:
+        print("ready", flush=True)
     await asyncio.gather(*tasks)
-    print(json.dumps({"round_trips": done, "seconds": time.monotonic() - began}), flush=True)
+    print(json.dumps({"round_trips": done, "failed": failed,
+                      "seconds": time.monotonic() - began}), flush=True)
 
 
 async def hold(port: int, connections: int) -> None:
@@ -74,7 +99,8 @@ async def hold(port: int, connections: int) -> None:
 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
-    if kind == "throughput":
-        uvloop.run(throughput(int(args[0]), int(args[1]), float(args[2]), int(args[3])))
+    if kind in ("throughput", "keep-busy"):
+        uvloop.run(throughput(int(args[0]), int(args[1]), float(args[2]), int(args[3]),
+                              announce=kind == "keep-busy"))
     else:
         uvloop.run(hold(int(args[0]), int(args[1])))

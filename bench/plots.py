@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from bench.report import ATTACKS, CPU, LATENCY
+from bench.report import ATTACKS, CPU, LATENCY, SLOW_NEIGHBOUR
 
 
 def latency_distribution(name: str, samples: dict[str, list[int]],
@@ -94,6 +94,12 @@ def plot_all(results: dict[str, Any], raw: dict[str, dict[str, list[int]]],
         bars(w[ATTACKS], ["p99_ratio"], "p99 during ÷ p99 before (goal: at most 2; none: over "
              "before a round trip overlapped it)", "well-behaved client during each attack",
              directory / f"{ATTACKS}.png")
+    if w.get(SLOW_NEIGHBOUR):
+        p99s = {label: {"p99 before": r["before"]["p99_us"], "p99 during": r["during"]["p99_us"]}
+                for label, r in w[SLOW_NEIGHBOUR].items()}
+        bars(p99s, ["p99 before", "p99 during"], "µs (goal: during at most 2 × before)",
+             "a neighbour's 100 B round trips while a slow plugin is kept busy",
+             directory / f"{SLOW_NEIGHBOUR}.png")
     memory = w["memory_per_live_connection_KiB"]
     bars(memory, sorted({k for r in memory.values() for k in r if k != "contender"}, key=int),
          "KiB per live connection", "resident memory per live connection (sidecar process)",

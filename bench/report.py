@@ -9,12 +9,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench.contenders import BEFORE_CONTAINMENT
+
 LATENCY = ("tcp_round_trip_100B", "tcp_round_trip_64KiB", "tcp_connect_and_round_trip",
            "http_headers_only", "http_64KiB_body")
 CPU = "sidecar_cpu_per_ext_proc_message"
 INTEGRITY = "tcp_integrity"
 ATTACKS = "attacks_well_behaved_p99"
 ATTACK_P99_LIMIT = 2.0  # a well-behaved client's p99 during an attack, ÷ before it
+SLOW_NEIGHBOUR = "slow_neighbour_tcp_round_trip_100B"
+SLOW_NEIGHBOUR_LIMIT = 2.0  # a neighbour's p99 while a slow plugin is kept busy, ÷ before
 SANDBOXED = ("hyperfilter-wasmtime", "hyperfilter-kvm")  # the goals are theirs
 BASELINES = (("envoy", "÷ Envoy"), ("naive", "÷ naive"), ("grpc-aio", "÷ grpc.aio"))
 
@@ -73,6 +77,13 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
             result.append(_goal(
                 f"integrity: connections not intact of {checked['connections']} concurrent "
                 f"({checked['bytes_sent'] >> 20} MiB), {tier}", "0", lost, lost == 0))
+        neighbour = row(w.get(SLOW_NEIGHBOUR, {}), tier)
+        if neighbour:
+            result.append(_at_most(
+                f"slow neighbour: TCP round trip p99 while {neighbour['connections']} "
+                f"connections keep a slow plugin of the same sidecar busy ÷ before, {tier}",
+                SLOW_NEIGHBOUR_LIMIT, neighbour["p99_ratio"],
+                f"<= {SLOW_NEIGHBOUR_LIMIT:g}", unit="×"))
         memory = row(w["memory_per_live_connection_KiB"], tier) or {}
         most = max((int(k) for k in memory if k != "contender"), default=0)
         result.append(_at_most(
@@ -80,6 +91,10 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
             f"10,000), {tier}", 256, memory.get(str(most)), "< 256",
             "" if most >= 9000 else "fewer connections: a quick run, or kvm, whose VMs this "
                                     "machine's KVM slows past a few thousand"))
+    result.append(_goal(
+        f"TCP round trip p50, hyperfilter-wasmtime ÷ before containment ({BEFORE_CONTAINMENT})",
+        "reported", ratio(rtt, "hyperfilter-wasmtime", "hyperfilter-before-containment"), None,
+        unit="×"))
     result += attack_goals(w.get(ATTACKS, {}))
     # A kvm sandbox per connection is a VM reset to the snapshot and reused; a brand-new VM
     # (the kvm_new_vm_breakdown_us rows) is made only when none is idle.
@@ -135,7 +150,8 @@ TIER_TABLES = {  # workload: columns (key, heading)
 def cpu_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headings, rows) for the ext_proc servers' CPU per message."""
     rows = w.get(CPU, {})
-    bases = (("hyperfilter-previous-framing", "÷ previous framing"), *BASELINES[1:])
+    bases = (("hyperfilter-previous-framing", "÷ previous framing"),
+             ("hyperfilter-before-containment", "÷ before containment"), *BASELINES[1:])
     return [(f"{CPU} (µs of user + system CPU)",
              ["contender", "messages", "CPU s", "µs per message", *(h for _, h in bases)],
              [[label, str(r["messages"]), _cell(r["cpu_s"]), _cell(r["us_per_message"]),
@@ -175,6 +191,23 @@ def integrity_failures(w: dict[str, Any]) -> list[str]:
             if "failures" in r]
 
 
+def slow_neighbour_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headings, rows) for a neighbour's round trips beside a busy plugin."""
+    rows = w.get(SLOW_NEIGHBOUR, {})
+    if not rows:
+        return []
+    columns = (("before", "p50_us", "p50 before µs"), ("before", "p99_us", "p99 before µs"),
+               ("during", "p50_us", "p50 during µs"), ("during", "p99_us", "p99 during µs"),
+               ("during", "n", "n during"))
+    return [(f"{SLOW_NEIGHBOUR} (the pass-through neighbour while busy connections keep a slow "
+             f"plugin of the same sidecar busy; goal: p99 ÷ before <= {SLOW_NEIGHBOUR_LIMIT:g})",
+             ["contender", "busy connections", *(h for _, _, h in columns), "p99 ÷ before",
+              "busy round trips/s", "busy connections failed"],
+             [[label, str(r["connections"]), *(_cell(r[part][key]) for part, key, _ in columns),
+               _ratio_cell(r["p99_ratio"]), _cell(r["busy_round_trips_per_s"]),
+               _cell(r["busy_failed_connections"])] for label, r in rows.items()])]
+
+
 def attack_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headings, rows) for the attacks and what they cost a well-behaved client."""
     rows = w.get(ATTACKS, {})
@@ -191,8 +224,8 @@ def attack_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
 
 
 def plain_tables(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    return [*tier_rows(w), *cpu_rows(w), *by_count_rows(w), *integrity_rows(w),
-            *attack_rows(w)]
+    return [*tier_rows(w), *cpu_rows(w), *by_count_rows(w), *slow_neighbour_rows(w),
+            *integrity_rows(w), *attack_rows(w)]
 
 
 def tier_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:

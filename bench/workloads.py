@@ -17,7 +17,7 @@ import uvloop
 
 from bench.attacks import QUICK_WINDOW, AttackWindow, Outcome, trial, trial_summary
 from bench.integrity import FlowOptions, concurrent_flows
-from bench.stats import percentile
+from bench.stats import percentile, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,14 @@ class RoundTrips:
             start = time.perf_counter_ns()
             _exchange(self.conn, self.payload)
             samples.append(time.perf_counter_ns() - start)
+        return samples
+
+    def run_for(self, seconds: float) -> list[int]:
+        """As many round trips as fit in `seconds`."""
+        deadline = time.monotonic() + seconds
+        samples: list[int] = []
+        while time.monotonic() < deadline:
+            samples += self.run(10)
         return samples
 
     def close(self) -> None:
@@ -108,7 +116,40 @@ def round_trips_per_second(port: int, connections: int, seconds: float, size: in
     process = _load("throughput", port, connections, seconds, size)
     output, _ = process.communicate(timeout=seconds + 120)
     result = json.loads(output)
+    if result["failed"]:
+        raise RuntimeError(f"{result['failed']} of {connections} connections to port {port} "
+                           "failed under load")
     return result["round_trips"] / result["seconds"]
+
+
+def slow_neighbour(port: int, busy_port: int, connections: int,
+                   seconds: float) -> dict[str, Any]:
+    """A neighbour's 100-byte round trips on one connection (`port`) for `seconds` with the
+    sidecar otherwise idle, then for as long while `connections` closed-loop connections from
+    another process keep a slow plugin of the same sidecar (`busy_port`) busy: both latency
+    summaries, the p99 during ÷ before, and what the busy connections got done."""
+    neighbour = RoundTrips(port, 100)
+    try:
+        neighbour.run(20)  # warm: its stream and sandbox exist
+        before = neighbour.run_for(seconds)
+        load = _load("keep-busy", busy_port, connections, seconds + 0.5, 100)
+        try:
+            if (answer := load.stdout.readline().strip()) != "ready":  # type: ignore[union-attr]
+                raise RuntimeError(f"keeping {connections} connections busy: {answer!r}")
+            during = neighbour.run_for(seconds)
+            output, _ = load.communicate(timeout=seconds + 120)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
+    finally:
+        neighbour.close()
+    busy = json.loads(output)
+    quiet, loaded = summarize(before), summarize(during)
+    return {"connections": connections, "before": quiet, "during": loaded,
+            "p99_ratio": round(loaded["p99_us"] / quiet["p99_us"], 2),
+            "busy_round_trips_per_s": round(busy["round_trips"] / busy["seconds"]),
+            "busy_failed_connections": busy["failed"]}
 
 
 def cpu_seconds(pids: list[int]) -> float:
