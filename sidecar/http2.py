@@ -82,7 +82,7 @@ OPTIONS = SessionOptions(max_settings=MAX_SETTINGS_ENTRIES, max_outbound_ack=MAX
                          reset_limit=False,
                          max_continuations=MAX_CONTINUATIONS,
                          max_deflate_table=MAX_ENCODER_TABLE)
-NO_ERROR, CANCEL, REFUSED_STREAM = nghttp2.NO_ERROR, nghttp2.CANCEL, nghttp2.REFUSED_STREAM
+NO_ERROR = nghttp2.NO_ERROR
 
 
 class ResetBudget:
@@ -385,12 +385,6 @@ class Connection(asyncio.Protocol):
             stream.trailers = trailers  # they follow the submission's last DATA
         else:
             self._session.trailers(stream_id, trailers)
-
-    def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.handler = None
-            self._session.reset_stream(stream_id, code)
 
     def flush(self) -> None:
         """Everything nghttp2 can send now, in one write; close once both sides are done."""

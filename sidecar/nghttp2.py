@@ -116,7 +116,6 @@ int32_t nghttp2_submit_headers(nghttp2_session *, uint8_t, int32_t, const nghttp
                                const nghttp2_nv *, size_t, void *);
 int nghttp2_submit_data(nghttp2_session *, uint8_t, int32_t, const nghttp2_data_provider *);
 int nghttp2_submit_trailer(nghttp2_session *, int32_t, const nghttp2_nv *, size_t);
-int nghttp2_submit_rst_stream(nghttp2_session *, uint8_t, int32_t, uint32_t);
 int nghttp2_submit_goaway(nghttp2_session *, uint8_t, int32_t, uint32_t, const uint8_t *,
                           size_t);
 int nghttp2_submit_shutdown_notice(nghttp2_session *);
@@ -140,8 +139,7 @@ HCAT_REQUEST = 0
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS, \
     SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE = \
     range(1, 7)
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = \
-    0x0, 0x1, 0x2, 0x7, 0x8, 0xB
+NO_ERROR, PROTOCOL_ERROR, ENHANCE_YOUR_CALM = 0x0, 0x1, 0xB
 
 
 _UNLIMITED = (1 << 64) - 1
@@ -170,8 +168,8 @@ def _load() -> Any:
         try:
             getattr(lib, symbol)
         except AttributeError:
-            version = ffi.string(lib.nghttp2_version(0).version_str).decode()
-            raise Nghttp2Error(f"libnghttp2 {version} lacks {symbol}: it predates the fixes "
+            found = ffi.string(lib.nghttp2_version(0).version_str).decode()
+            raise Nghttp2Error(f"libnghttp2 {found} lacks {symbol}: it predates the fixes "
                                "for CVE-2023-44487 and CVE-2024-28182; upgrade it") from None
     return lib
 
@@ -467,10 +465,6 @@ class ServerSession:
         """HEADERS ending the stream; only once no data submission of it is pending."""
         _check(lib.nghttp2_submit_trailer(self._live(), stream_id, trailers.nva,
                                           trailers.count), "nghttp2_submit_trailer")
-
-    def reset_stream(self, stream_id: int, code: int) -> None:
-        _check(lib.nghttp2_submit_rst_stream(self._live(), 0, stream_id, code),
-               "nghttp2_submit_rst_stream")
 
     def shutdown_notice(self) -> None:
         """A GOAWAY naming 2^31-1: stop opening streams (a real GOAWAY follows)."""
