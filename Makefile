@@ -38,7 +38,7 @@ demo: plugins
 
 test: plugins
 	$(BIN)/ruff check .
-	$(BIN)/mypy sidecar vmm
+	$(BIN)/mypy sidecar vmm tests bench
 	$(BIN)/pytest
 
 # QUICK=1: a CI-sized run.

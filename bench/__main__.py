@@ -12,7 +12,7 @@ import os
 import platform
 import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,7 +86,7 @@ def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
     """The isolation tiers in this process, before any contender runs (bench/tiers.py)."""
     made = tiers.backends()
     try:
-        results = {
+        results: dict[str, Mapping[str, object]] = {  # each workload's rows, by label
             "sandbox_creation": tiers.sandbox_creation(made, scale.sandboxes,
                                                        scale.component_sandboxes, progress),
             "sandbox_event_call": tiers.event_calls(made, scale.event_calls, progress),

@@ -72,6 +72,7 @@ STOP_SECONDS = 10.0  # for it to finish a round trip (or time out) and report
 POLL_SECONDS = 0.005  # how often this process looks at its count of round trips
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # Trial is frozen: a Trial[AttackResult] is a Trial[object]
 
 
 # --- what the server did ------------------------------------------------------------------
@@ -88,7 +89,9 @@ class GoAway:
         return error_name(self.error_code)
 
 
-def error_name(code: int) -> str:
+def error_name(code: int | None) -> str:
+    if code is None:  # h2's events leave it optional
+        return "no error code"
     try:
         return ErrorCodes(code).name
     except ValueError:
@@ -778,7 +781,7 @@ class WellBehavedClient:
     def __init__(self, port: int, pause: float = WELL_BEHAVED_PAUSE,
                  payload_size: int = 100) -> None:
         context = multiprocessing.get_context("spawn")
-        self._served = context.Value(ctypes.c_uint64, 0, lock=False)  # only the client writes
+        self._served = context.RawValue(ctypes.c_uint64, 0)  # no lock: only the client writes
         self._stop = context.Event()
         self._results, self._results_sender = context.Pipe(duplex=False)
         self._process = context.Process(
@@ -916,9 +919,9 @@ QUICK_WINDOW = AttackWindow(seconds=1.0, round_trips=300, limit=2.0)
 FULL_WINDOW = AttackWindow(seconds=3.0, round_trips=1000, limit=6.0)
 
 
-@dataclass
-class Trial(Generic[R]):
-    outcome: R  # what the attack's first run returned
+@dataclass(frozen=True)
+class Trial(Generic[R_co]):
+    outcome: R_co  # what the attack's first run returned
     runs: int  # how many times the attack ran back to back in its window
     seconds: float  # the window: from the first run's start to the last one's end
     before: list[float]  # well-behaved round trips (seconds) before the attack
@@ -1000,7 +1003,8 @@ def summary(outcome: Outcome) -> str:
     said = [f"GOAWAY {server.goaway.error}" if server.goaway else "",
             f"{len(server.resets)} RST_STREAM" if server.resets else "",
             ", ".join(f"grpc-status {status}" for status in sorted(
-                {server.grpc_status(s) for s in outcome.streams} - {None})),
+                {status for status in map(server.grpc_status, outcome.streams)
+                 if status is not None})),
             f"closed after {server.closed_at:.2f}s" if server.closed_at is not None else "",
             "stopped reading" if outcome.blocked else "",
             "closed under a send" if outcome.send_failed and server.closed_at is None else ""]

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.envoy import (
@@ -282,18 +282,17 @@ def before_containment() -> AtCommit:
     return AtCommit(BEFORE_CONTAINMENT, "before-containment", "before containment")
 
 
+# Envoy's proxy listeners with its own Wasm filter in front; an absolute template path
+# overrides envoy-config/.
 @dataclass(frozen=True)
-class WasmTcpListener:
-    name: str
-    upstream: Upstream
-    wasm: str
-    port: int = 0
-    listen_host: str = "127.0.0.1"
+class WasmTcpListener(TcpProxyListener):
+    wasm: str = field(kw_only=True)
     template = str(ROOT / "bench" / "envoy" / "tcp-wasm-listener.yaml")
 
 
 @dataclass(frozen=True)
-class WasmHttpListener(WasmTcpListener):
+class WasmHttpListener(HttpProxyListener):
+    wasm: str = field(kw_only=True)
     template = str(ROOT / "bench" / "envoy" / "http-wasm-listener.yaml")
 
 
@@ -312,6 +311,6 @@ class EnvoyWasm(EnvoyContender):
 
     def listeners(self, upstreams: Upstreams) -> list[Listener]:
         wasm = str(self.wasm)
-        return [WasmTcpListener("tcp", upstreams.echo, wasm),  # type: ignore[list-item]
-                WasmHttpListener("http", upstreams.http, wasm),
-                WasmHttpListener("http_body", upstreams.http, wasm)]
+        return [WasmTcpListener("tcp", upstreams.echo, wasm=wasm),
+                WasmHttpListener("http", upstreams.http, wasm=wasm),
+                WasmHttpListener("http_body", upstreams.http, wasm=wasm)]

@@ -11,6 +11,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def kvm_breakdown(backend: Backend, count: int) -> dict[str, float]:
         start = time.perf_counter()
         sandbox = plugin.new_sandbox()
         steps.setdefault("total", []).append(time.perf_counter() - start)
-        assert isinstance(sandbox, KvmSandbox)
+        assert isinstance(sandbox, KvmSandbox) and sandbox.machine is not None
         for step, seconds in sandbox.machine.timings.items():
             steps.setdefault(step, []).append(seconds)
         for samples in (first_event, later_event):
@@ -137,7 +138,7 @@ def event_calls(made: dict[str, Backend], count: int,
         for _ in range(100):
             sandbox.deliver(EVENT)
         results[f"{tier}, core module (pass-through, C)"] = summarize(
-            timed(lambda sandbox=sandbox: sandbox.deliver(EVENT), count)) | {"tier": tier}
+            timed(partial(sandbox.deliver, EVENT), count)) | {"tier": tier}
         sandbox.close()
         progress.advance(task)
     if "kvm" in made:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -16,7 +16,10 @@ from tests.conftest import plugin_dir
 from tests.integration.harness import LoopThread
 
 R = TypeVar("R")
-UnderAttack = Callable[[Callable[[int], R]], Trial[R]]
+
+
+class UnderAttack(Protocol):
+    def __call__(self, attack: Callable[[int], R]) -> Trial[R]: ...
 
 
 @pytest.fixture

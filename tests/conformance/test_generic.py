@@ -131,10 +131,13 @@ def headers_with_priority(client: RawClient) -> None:
     client.send(client.request(flags=["PRIORITY"], depends_on=0, stream_weight=255))
 
 
-def priority_then_headers(stream: int = 1, **priority: int | bool) -> Request:
-    """PRIORITY for `stream`, then the request on stream 1."""
+def priority_then_headers(stream: int = 1, *, depends_on: int = 0, stream_weight: int = 0,
+                          exclusive: bool = False) -> Request:
+    """PRIORITY for `stream` (hyperframe's defaults unless given), then the request on
+    stream 1."""
     def send(client: RawClient) -> None:
-        client.send(PriorityFrame(stream, **priority), client.request())
+        client.send(PriorityFrame(stream, depends_on=depends_on, stream_weight=stream_weight,
+                                  exclusive=exclusive), client.request())
     return send
 
 
@@ -199,13 +202,13 @@ def test_a_valid_request_is_answered(client: RawClient, send: Request) -> None:
 # --- generic/5: every HPACK representation ---------------------------------------------------
 
 NAME, VALUE = b"x-test", b"h2spec"
-# generic/5/2 to 5/13: each literal kind, with an indexed then a new name, each plain then
-# Huffman-coded.
+NAMES: tuple[int | bytes, ...] = (hf.USER_AGENT, NAME)  # an indexed name, then a new one
+# generic/5/2 to 5/13: each literal kind, with each name, each plain then Huffman-coded.
 LITERALS = [hf.literal(kind, name if isinstance(name, int) else hf.string(name, huffman_coded),
                        hf.string(VALUE, huffman_coded))
             for kind, name, huffman_coded in product(
                 (hf.INCREMENTAL_INDEXING, hf.WITHOUT_INDEXING, hf.NEVER_INDEXED),
-                (hf.USER_AGENT, NAME), (False, True))]
+                NAMES, (False, True))]
 
 
 @pytest.mark.parametrize("representation", [

@@ -102,6 +102,12 @@ class Stack:
             raise
         return self
 
+    def headers_seen(self) -> dict[str, str]:
+        """The headers of the last request the HTTP upstream received."""
+        headers = self.web.requests[-1]["headers"]
+        assert isinstance(headers, dict)  # its records' values are untyped
+        return headers
+
     async def _start_sidecar(self) -> Sidecar:
         sidecar = Sidecar(self.config)
         await sidecar.start()

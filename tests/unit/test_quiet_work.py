@@ -122,10 +122,13 @@ def test_under_constant_load_the_queue_holds_no_more_than_the_longest_waits_wort
     loop = ClockLoop()
     work = quiet_work(loop)
     done: list[float] = []
+
+    def record_wait(queued_at: float) -> Callable[[], None]:
+        return lambda: done.append(loop.now - queued_at)
+
     for _ in range(400):  # for 200 ms: bytes and three new pieces of work every 0.5 ms
         for _ in range(3):
-            queued_at = loop.now
-            work.defer(lambda queued_at=queued_at: done.append(loop.now - queued_at))
+            work.defer(record_wait(loop.now))
         work.activity()
         loop.advance(0.0005)
     assert len(work) <= 3 * (0.010 / 0.0005 + 1)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sidecar.plugin_build import build_plugin
-from tests.conftest import Loader, RecordingMetrics, plugin_dir, skip_unless_tier_runs
+from tests.conftest import RecordingMetrics, loader_for, plugin_dir, skip_unless_tier_runs
 from vmm.capabilities import HostEnv, PluginLog
 from vmm.core_module import check_core_module
 from vmm.errors import (
@@ -29,9 +30,7 @@ from vmm.kvm.glue import GuestFunctions
 from vmm.kvm.image import CFLAGS, GUEST_SOURCES, build_image, run_build_step
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT
 from vmm.kvm.plugin import KvmPlugin
-from vmm.kvm.sandbox import KvmSandbox
 from vmm.kvm.working_set import LEARNING_STREAMS
-from vmm.loader import load_plugin
 from vmm.manifest import load_manifest
 
 pytestmark = pytest.mark.usefixtures("kvm_only")
@@ -42,10 +41,17 @@ def kvm_only() -> None:
     skip_unless_tier_runs("kvm")
 
 
+KvmLoader = Callable[..., KvmPlugin]
+
+
 @pytest.fixture
-def load_kvm(kvm_backend: KvmBackend, metrics: RecordingMetrics) -> Loader:
-    def loader(name: str, **overrides: object) -> KvmPlugin:
-        return load_plugin(plugin_dir(name), kvm_backend, metrics, **overrides)  # type: ignore[arg-type, return-value]
+def load_kvm(kvm_backend: KvmBackend, metrics: RecordingMetrics) -> KvmLoader:
+    load = loader_for(kvm_backend, metrics)
+
+    def loader(name: str | Path, **overrides: object) -> KvmPlugin:
+        plugin = load(name, **overrides)
+        assert isinstance(plugin, KvmPlugin)  # what the kvm backend loads
+        return plugin
 
     return loader
 
@@ -54,7 +60,7 @@ def data(text: bytes) -> TcpData:
     return TcpData(Direction.INBOUND, text, False)
 
 
-def test_a_reused_vm_starts_from_the_snapshot(load_kvm: Loader) -> None:
+def test_a_reused_vm_starts_from_the_snapshot(load_kvm: KvmLoader) -> None:
     plugin = load_kvm("counter")
     sandbox = plugin.new_sandbox()
     assert [sandbox.deliver(data(b"x")) for _ in range(3)][-1] == Replace(b"3:x")
@@ -65,7 +71,7 @@ def test_a_reused_vm_starts_from_the_snapshot(load_kvm: Loader) -> None:
     assert again.deliver(data(b"y")) == Replace(b"1:y")
 
 
-def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: Loader) -> None:
+def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: KvmLoader) -> None:
     """Pages the plugin's streams write are learned, and copied from the snapshot into each
     new or reset VM ahead of its first event: still the snapshot's content."""
     plugin = load_kvm("counter")
@@ -74,7 +80,8 @@ def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: Loader)
         sandbox.deliver(data(b"x"))
         sandbox.close()
     assert plugin.working_set.pages
-    fresh: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
+    fresh = plugin.new_sandbox()
+    assert fresh.machine is not None
     assert plugin.working_set.pages <= fresh.machine.written_pages()
     assert fresh.deliver(data(b"y")) == Replace(b"1:y")
 
@@ -87,8 +94,8 @@ def stream(plugin: KvmPlugin, command: bytes) -> None:
     sandbox.close()
 
 
-def test_only_clean_streams_within_the_cap_teach_the_working_set(load_kvm: Loader) -> None:
-    plugin: KvmPlugin = load_kvm("host-loop")  # type: ignore[assignment]
+def test_only_clean_streams_within_the_cap_teach_the_working_set(load_kvm: KvmLoader) -> None:
+    plugin = load_kvm("host-loop")
     stream(plugin, b"write 2")  # 512 pages, past the cap
     stream(plugin, b"log")  # stopped at its CPU bound
     assert plugin.working_set.pages == set()
@@ -96,10 +103,10 @@ def test_only_clean_streams_within_the_cap_teach_the_working_set(load_kvm: Loade
     assert 0 < len(plugin.working_set.pages) <= plugin.working_set.max_pages
 
 
-def test_streams_writing_much_memory_do_not_grow_later_vms(load_kvm: Loader) -> None:
+def test_streams_writing_much_memory_do_not_grow_later_vms(load_kvm: KvmLoader) -> None:
     """A plugin's first streams each writing megabytes leave every VM made or reset after them,
     idle ones too, with no more private pages than the cap."""
-    plugin: KvmPlugin = load_kvm("host-loop")  # type: ignore[assignment]
+    plugin = load_kvm("host-loop")
     for _ in range(LEARNING_STREAMS):
         stream(plugin, b"write 2")
     opened = [plugin.new_sandbox() for _ in range(8)]  # most of them new VMs
@@ -115,7 +122,7 @@ def test_streams_writing_much_memory_do_not_grow_later_vms(load_kvm: Loader) -> 
 
 
 def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(
-        load_kvm: Loader, kvm_backend: KvmBackend, metrics: RecordingMetrics) -> None:
+        load_kvm: KvmLoader, kvm_backend: KvmBackend, metrics: RecordingMetrics) -> None:
     """A compromised guest (here: the caps plugin's image, run under a manifest that grants
     only `log`) exits for `clock`; the host refuses, and that sandbox alone stops."""
     manifest = load_manifest(plugin_dir("caps"))
@@ -150,14 +157,14 @@ UD2 = b"\x0f\x0b"  # an exception with no handler is a triple fault
     (NOP * 0xFFF0 + b"\x89\x04\x25\x04\x00\xe0\x3f" + UD2,
      "a 4-byte write to 0x3fe00004, neither its memory nor an exit"),
 ])
-def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: Loader, code: bytes,
+def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: KvmLoader, code: bytes,
                                                   detail: str) -> None:
     """Code the runtime never runs, written over a live guest's image: whatever the VM exit,
     the sandbox fails with VmFault; the snapshot, and so every other sandbox, is untouched."""
     plugin = load_kvm("counter")
-    victim: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
-    neighbour = plugin.new_sandbox()
-    memory = victim.machine.memory  # type: ignore[union-attr]
+    victim, neighbour = plugin.new_sandbox(), plugin.new_sandbox()
+    assert victim.machine is not None
+    memory = victim.machine.memory
     memory[IMAGE:IMAGE + 0x10000] = (code * 0x10000)[:0x10000]
     with pytest.raises(VmFault, match=detail):
         victim.deliver(data(b"x"))
@@ -166,21 +173,22 @@ def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: Loader, code: bytes,
     assert plugin.new_sandbox().deliver(data(b"z")) == Replace(b"1:z")
 
 
-def test_the_memory_limit_is_the_guests(load_kvm: Loader) -> None:
+def test_the_memory_limit_is_the_guests(load_kvm: KvmLoader) -> None:
     plugin = load_kvm("faulty")
-    sandbox: KvmSandbox = plugin.new_sandbox()  # type: ignore[assignment]
-    limit = int.from_bytes(sandbox.machine.memory[MAILBOX + MEMORY_LIMIT:][:8], "little")  # type: ignore[union-attr]
+    sandbox = plugin.new_sandbox()
+    assert sandbox.machine is not None
+    limit = int.from_bytes(sandbox.machine.memory[MAILBOX + MEMORY_LIMIT:][:8], "little")
     assert limit == plugin.manifest.limits.memory_bytes == 4 << 20
     assert sandbox.deliver(data(b"fine")) == FORWARD
 
 
-def test_components_are_refused_naming_the_wasmtime_tier(load_kvm: Loader) -> None:
+def test_components_are_refused_naming_the_wasmtime_tier(load_kvm: KvmLoader) -> None:
     with pytest.raises(TierMismatchError, match=r'kvm tier runs core modules only.*"wasmtime"'):
         load_kvm("http-auth")
 
 
 def test_a_plugin_too_large_for_its_vm_is_refused_before_it_is_compiled(
-        tmp_path: Path, load_kvm: Loader) -> None:
+        tmp_path: Path, load_kvm: KvmLoader) -> None:
     (tmp_path / "manifest.toml").write_text(
         'name = "oversized"\nversion = "0.1.0"\nevents = ["tcp.data"]\n')
     (tmp_path / "oversized.c").write_text(

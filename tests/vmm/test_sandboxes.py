@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pytest
 import wasmtime
 
 from sidecar.tiers import BACKENDS
 from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, as_component, plugin_dir
+from vmm.cache import CompileCache
 from vmm.errors import (
     CpuLimitExceeded,
     InvalidVerdict,
@@ -32,6 +34,7 @@ from vmm.events import (
     FORWARD,
     Close,
     Direction,
+    Event,
     Forward,
     HttpBody,
     HttpForward,
@@ -182,12 +185,20 @@ def test_capabilities_reach_the_host(load: Loader, metrics: RecordingMetrics,
         two.deliver(data(b"badmetric"))
 
 
+@runtime_checkable
+class CachingBackend(Protocol):
+    """A backend keeping what it compiles in a CompileCache, as every tier's does."""
+
+    cache: CompileCache
+
+
 def test_compiled_plugins_come_from_the_cache_after_a_restart(
         tier: str, compile_cache: Path, metrics: RecordingMetrics) -> None:
     """Compiled code (wasmtime) and guest images (kvm) are cached on disk by content."""
     for expected_misses in (None, 0):
         backend = BACKENDS[tier](compile_cache)
         try:
+            assert isinstance(backend, CachingBackend)
             load_plugin(plugin_dir("pass-through"), backend, metrics)
             if expected_misses is not None:
                 assert (backend.cache.hits, backend.cache.misses) == (1, expected_misses)
@@ -264,7 +275,7 @@ def test_an_input_area_outside_memory_is_refused(tmp_path: Path, load: Loader, w
         load(tmp_path)
 
 
-PROBE_EVENTS = [
+PROBE_EVENTS: list[Event] = [
     TcpOpen(StreamInfo("10.0.0.1:5000", "10.0.0.2:80", (("x-hyperfilter-chain", "c"),
                                                         ("x-tenant", "ünïcode")))),
     TcpOpen(StreamInfo()),
