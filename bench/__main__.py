@@ -23,7 +23,7 @@ from rich.progress import Progress
 from bench import tiers
 from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
-    BUSY,
+    SLOW_NEIGHBOURS,
     Contender,
     Direct,
     EnvoyAlone,
@@ -198,14 +198,16 @@ def sidecar_cpu(contenders: list[Contender], scale: Scale,
 
 def slow_neighbours(contenders: list[Contender], scale: Scale,
                     progress: Progress) -> dict[str, dict[str, Any]]:
-    """On each sidecar that also runs the busy plugin: the pass-through neighbour's round trips
-    before and while the busy plugin's own connections keep it busy (bench/workloads.py)."""
-    measured = [c for c in contenders if BUSY.name in c.ports]
+    """On each sidecar that also runs the slow plugins: the pass-through neighbour's round
+    trips before and while a slow plugin's own connections keep it busy (bench/workloads.py),
+    for each slow plugin in turn."""
+    measured = [(c, busy) for c in contenders for busy in SLOW_NEIGHBOURS if busy.name in c.ports]
     task = progress.add_task("slow neighbour", total=len(measured))
     results = {}
-    for contender in measured:
-        results[contender.label] = {"contender": contender.name} | slow_neighbour(
-            contender.ports["tcp"], contender.ports[BUSY.name], scale.busy_connections,
+    for contender, busy in measured:
+        results[f"{contender.label}; {busy.name}: {busy.what}"] = {
+            "contender": contender.name, "plugin": busy.name} | slow_neighbour(
+            contender.ports["tcp"], contender.ports[busy.name], scale.busy_connections,
             scale.slow_neighbour_seconds)
         progress.advance(task)
     return results
@@ -300,13 +302,13 @@ def contenders_here() -> tuple[list[Contender], dict[str, str]]:
             extra.append(at_commit)
         else:
             skipped[at_commit.label] = reason
-    kvm_tier = Hyperfilter(tier="kvm", neighbours=(BUSY,))
+    kvm_tier = Hyperfilter(tier="kvm", neighbours=SLOW_NEIGHBOURS)
     if (reason := kvm.unavailable()) is None:
         extra.append(kvm_tier)
     else:
         skipped[kvm_tier.label] = reason
     return [Direct(), EnvoyAlone(), Naive(), GrpcAio(), Hyperfilter(plugin=None),
-            Hyperfilter(neighbours=(BUSY,)), *extra, EnvoyWasm()], skipped
+            Hyperfilter(neighbours=SLOW_NEIGHBOURS), *extra, EnvoyWasm()], skipped
 
 
 def kvm_module() -> str | None:

@@ -151,6 +151,7 @@ class NeighbourPlugin:
     name: str
     path: Path
     config: tuple[tuple[str, str], ...] = ()
+    what: str = ""  # what it does, for the report
 
     def toml(self, tier: str) -> str:
         config = ", ".join(f'{key} = "{value}"' for key, value in self.config)
@@ -158,8 +159,15 @@ class NeighbourPlugin:
                 f"config = {{ {config} }}\n")
 
 
-# The slow neighbour: 18 ms of computing per TCP data event, 90% of its 20 ms cpu-ms.
-BUSY = NeighbourPlugin("busy", ROOT / "tests" / "plugins" / "busy", (("busy-ms", "18"),))
+# The slow neighbours: 18 ms of computing per TCP data event, 90% of its 20 ms cpu-ms; one
+# reads the clock (a host call) every 100,000 iterations, the other every 10,000 (about every
+# 15 µs): a host call runs Python on the slow event's thread, with the GIL the loop needs.
+BUSY = NeighbourPlugin("busy", ROOT / "tests" / "plugins" / "busy",
+                       (("busy-ms", "18"), ("clock-every", "100000")), "computing")
+BUSY_CALLING = NeighbourPlugin("busy-calling", BUSY.path,
+                               (("busy-ms", "18"), ("clock-every", "10000")),
+                               "computing, a host call every ~15 µs")
+SLOW_NEIGHBOURS = (BUSY, BUSY_CALLING)
 
 
 class Hyperfilter(ExtProcContender):

@@ -17,6 +17,7 @@ from sidecar.config import Address, ConfigError, PluginEntry, SidecarConfig, Tcp
 from sidecar.metrics import Metrics
 from sidecar.registry import Registry
 from sidecar.server import SidecarServer
+from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import Observer
 from sidecar.tiers import Tiers
 from vmm.errors import PluginLoadError
@@ -26,7 +27,8 @@ log = logging.getLogger("hyperfilter")
 ConfigSource = Callable[[], SidecarConfig]
 # Read once, at start: a reload that changes one of these says it keeps the old value.
 RESTART_ONLY = {"listen": "listen", "workers": "workers", "metrics": "metrics",
-                "cache_dir": "cache-dir", "pid_file": "pid-file", "tls": "tls"}
+                "cache_dir": "cache-dir", "pid_file": "pid-file", "tls": "tls",
+                "slow_plugin_cores": "slow-plugin-cores"}
 
 
 def log_plugins(registry: Registry) -> None:
@@ -48,8 +50,13 @@ class Sidecar:
     until `start`."""
 
     def __init__(self, config: SidecarConfig, observers: tuple[Observer, ...] = (),
-                 on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> None:
+                 on_plugin: Callable[[PluginEntry], None] = lambda entry: None,
+                 lanes: SlowLanes | None = None) -> None:
+        """`lanes`: the slow lanes this worker shares with the others; by default (one
+        process) its own, made at `start`."""
         self.config = config
+        self._lanes = lanes
+        self._own_lanes: SlowLanes | None = None
         self.metrics = Metrics()
         self.tiers = Tiers(config)
         try:
@@ -69,8 +76,10 @@ class Sidecar:
     async def start(self, listen: str | None = None) -> int:
         admission = Admission(self.config.max_streams, self.config.max_sandboxes,
                               lambda bound: self.metrics.refused.labels(bound).inc())
-        self.metrics.watch(admission)
-        self.server = SidecarServer(self.registry, admission, self.observers)
+        if self._lanes is None:
+            self._lanes = self._own_lanes = SlowLanes.create(self.config.slow_plugin_cores)
+        self.server = SidecarServer(self.registry, admission, self._lanes, self.observers)
+        self.metrics.watch(admission, self.server.offload)
         self.address = await self.server.start(listen or self.config.listen, self.config.tls)
         self.port = self.address.port if isinstance(self.address, TcpAddress) else 0
         if self.config.metrics:
@@ -145,6 +154,8 @@ class Sidecar:
         self._loader.shutdown(wait=True)  # a reload still loading uses the backends
         self.registry.close()
         self.tiers.close()
+        if self._own_lanes is not None:
+            self._own_lanes.remove()
 
 
 class EarlyReload:

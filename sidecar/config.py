@@ -8,6 +8,8 @@ form chains, and what happens when something fails.
     default-failure-policy = "fail-closed"
     max-streams = 100000                  # live Envoy streams per worker (default: from memory)
     max-sandboxes = 20000                 # live sandboxes per worker (default: from memory)
+    slow-plugin-cores = 1                 # slow plugins' events at once, all workers together
+                                          # (default: every core but one)
     drain-seconds = 30                    # SIGTERM: how long open streams may still run
     pid-file = "/run/hyperfilter.pid"     # written by `serve`, read by `hyperfilter reload`
 
@@ -38,9 +40,9 @@ decides what the connection or request then does).
 SIGTERM drains: no new streams, open ones run until they end or `drain-seconds` pass, then the
 process exits 0. SIGHUP (or `hyperfilter reload`) loads the plugins and this file again: new
 streams get the new set, open ones keep their sandboxes; a reload that fails to load keeps the
-old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file` and `[tls]` are
-read at start only (a reload that changes them says so in the log), and so are the isolation
-tiers in use.
+old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file`,
+`slow-plugin-cores` and `[tls]` are read at start only (a reload that changes them says so in
+the log), and so are the isolation tiers in use.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def default_max_streams(workers: int) -> int:
 
 def default_max_sandboxes(workers: int) -> int:
     return max(1, physical_memory() // workers // MEMORY_PER_SANDBOX)
+
+
+def default_slow_plugin_cores() -> int:
+    """Every core this process may run on but one, left to the loops, Envoy and the
+    upstreams (sidecar/slow_lanes.py says why); at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 class ConfigError(Exception):
@@ -147,6 +155,7 @@ class SidecarConfig:
     max_streams: int = field(default_factory=lambda: default_max_streams(1))
     max_sandboxes: int = field(default_factory=lambda: default_max_sandboxes(1))
     drain_seconds: float = 30.0
+    slow_plugin_cores: int = field(default_factory=default_slow_plugin_cores)
     pid_file: Path | None = None
     tls: TlsConfig | None = None
 
@@ -247,6 +256,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
         max_streams=table.get_positive("max-streams", default_max_streams(workers)),
         max_sandboxes=table.get_positive("max-sandboxes", default_max_sandboxes(workers)),
         drain_seconds=_seconds(table, "drain-seconds", SidecarConfig.drain_seconds),
+        slow_plugin_cores=table.get_positive("slow-plugin-cores", default_slow_plugin_cores()),
         pid_file=_path(base, table.get("pid-file", str)) if table.has("pid-file") else None,
         tls=_tls(table, base),
     )

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 
 from sidecar.admission import Admission
+from sidecar.offload import Offload
 from sidecar.streams import Decision, StreamPlugins
 from vmm.events import EventKind, Verdict
 
@@ -65,15 +66,23 @@ class Metrics:
                                   registry=r)
         self.live_sandboxes = Gauge("hyperfilter_live_sandboxes", "Sandboxes of open streams",
                                     registry=r)
+        self.slow_events_running = Gauge(
+            "hyperfilter_slow_events_running",
+            "Events of slow plugins running off the event loop, each in a slow lane", registry=r)
+        self.slow_events_waiting = Gauge(
+            "hyperfilter_slow_events_waiting",
+            "Events of slow plugins waiting for a slow lane (slow-plugin-cores)", registry=r)
         self.sandbox_seconds = Histogram(
             "hyperfilter_stream_sandboxes_seconds", "Time to create one stream's sandboxes",
             ["protocol"], registry=r,
             buckets=(25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3))
 
-    def watch(self, admission: Admission) -> None:
-        """The live gauges read the worker's admission counts when scraped."""
+    def watch(self, admission: Admission, offload: Offload) -> None:
+        """The live gauges read the worker's counts when scraped."""
         self.live_streams.set_function(lambda: admission.streams)
         self.live_sandboxes.set_function(lambda: admission.sandboxes)
+        self.slow_events_running.set_function(lambda: offload.running)
+        self.slow_events_waiting.set_function(lambda: offload.waiting)
 
     # the `metrics` capability's sink
     def add(self, plugin: str, name: str, delta: int) -> None:

@@ -3,9 +3,12 @@
 Plugin calls run on the event loop: for a plugin whose events take microseconds, a thread
 hop would cost more than the event. A plugin whose events take long (its `Pace`, in
 sidecar/registry.py, averages past a couple of milliseconds) would hold every other stream of
-the worker for as long. Its streams' events therefore run on a small pool of threads, at a
-lower scheduling priority than the loop: wasm runs with the GIL released (wasmtime's C API
-and `KVM_RUN` are foreign calls), so the loop goes on serving the other streams meanwhile.
+the worker for as long. Its streams' events therefore run on a small pool of threads, at the
+lowest scheduling priority: wasm runs with the GIL released (wasmtime's C API and
+`KVM_RUN` are foreign calls), so the loop goes on serving the other streams meanwhile. Each
+event holds one of the sidecar's slow lanes while it runs (sidecar/slow_lanes.py), so that
+slow plugins never take every core.
+
 A stream has at most one event in flight (the gRPC call takes its next message once the
 answer is back), so its events keep their order; while one runs, whatever the stream's
 plugins hand to the loop (deferred work, decisions for observers) gets there through
@@ -16,39 +19,73 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sidecar.slow_lanes import LaneHolder, SlowLanes
 from sidecar.streams import StreamPlugins
 
 T = TypeVar("T")
-OFFLOAD_THREADS = 2  # one per core here; more only queue for the same cores
-# Added to the threads' nice value: under contention the loop (and so every fast plugin's
-# stream) is scheduled first.
-OFFLOAD_NICENESS = 10
+# Where SCHED_IDLE is missing: the highest nice value, the next best thing.
+FALLBACK_NICENESS = 19
 
 
-def _lower_priority() -> None:
-    with contextlib.suppress(OSError):  # not allowed: the threads run at the loop's priority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OFFLOAD_NICENESS)
+def _lowest_priority() -> None:
+    """This thread runs only when no other thread of the machine wants its core."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FALLBACK_NICENESS)
 
 
 class Offload:
-    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int = OFFLOAD_THREADS) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, lanes: SlowLanes) -> None:
+        """A thread per lane: one worker alone may use them all."""
         self._loop = loop
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="slow-plugins",
-                                        initializer=_lower_priority)
+        self._lanes = lanes
+        self._homes = itertools.count()
+        self._holders: list[LaneHolder] = []
+        self._holder = threading.local()  # each pool thread's LaneHolder
+        self._pool = ThreadPoolExecutor(lanes.count, thread_name_prefix="slow-plugins",
+                                        initializer=self._start_thread)
         self._in_flight: set[asyncio.Future[object]] = set()
+        self._counts = threading.Lock()
+        self.waiting = 0  # events handed to the pool, not yet in a lane
+        self.running = 0  # events in a lane
+
+    def _start_thread(self) -> None:
+        _lowest_priority()
+        holder = self._lanes.holder(next(self._homes))
+        self._holders.append(holder)
+        self._holder.lanes = holder
+
+    def _in_a_lane(self, work: Callable[[], T]) -> T:
+        holder: LaneHolder = self._holder.lanes
+        return holder.run(lambda: self._counted(work))
+
+    def _counted(self, work: Callable[[], T]) -> T:
+        with self._counts:
+            self.waiting -= 1
+            self.running += 1
+        try:
+            return work()
+        finally:
+            with self._counts:
+                self.running -= 1
 
     def stream(self, plugins: StreamPlugins) -> StreamWork:
         return StreamWork(self, plugins)
 
     def _run(self, plugins: StreamPlugins, work: Callable[[], T]) -> asyncio.Future[T]:
         plugins.handoff = self._loop.call_soon_threadsafe
-        future = self._loop.run_in_executor(self._pool, work)
+        with self._counts:
+            self.waiting += 1
+        future = self._loop.run_in_executor(self._pool, self._in_a_lane, work)
         self._in_flight.add(future)  # type: ignore[arg-type]
 
         def back_on_the_loop(done: asyncio.Future[T]) -> None:
@@ -62,6 +99,8 @@ class Offload:
         """Events already running finish (queued ones are cancelled), and what waited for
         them (their streams' closing) runs, before the plugins may be closed."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for holder in self._holders:
+            holder.close()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
 

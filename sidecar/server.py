@@ -14,6 +14,7 @@ from sidecar.grpc_server import GrpcServer
 from sidecar.offload import Offload
 from sidecar.quiet_work import QuietWork
 from sidecar.registry import Registry
+from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import Observer
 
 
@@ -37,12 +38,12 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 class SidecarServer:
-    def __init__(self, registry: Registry, admission: Admission,
+    def __init__(self, registry: Registry, admission: Admission, lanes: SlowLanes,
                  observers: tuple[Observer, ...] = ()) -> None:
         """Made on the event loop that will serve it. A reload replaces `setup.registry`."""
         loop = asyncio.get_running_loop()
         self.quiet_work = QuietWork(loop)
-        self.offload = Offload(loop)
+        self.offload = Offload(loop, lanes)
         self.setup = setup = StreamSetup(registry, observers, self.quiet_work, admission,
                                          self.offload)
 

@@ -24,6 +24,7 @@ import uvloop
 
 from sidecar.app import EarlyReload, Sidecar, serve
 from sidecar.config import UNIX_PREFIX, SidecarConfig, load_config
+from sidecar.slow_lanes import SlowLanes
 
 log = logging.getLogger("hyperfilter")
 _spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads
@@ -46,7 +47,7 @@ def worker_address(address: str, index: int, workers: int) -> str:
 
 
 def _worker(config_path: Path, listen: str, metrics: str | None, index: int, level: str,
-            report: Connection) -> None:
+            lanes: SlowLanes, report: Connection) -> None:
     early = EarlyReload()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
     logging.basicConfig(level=level.upper(),
@@ -60,7 +61,7 @@ def _worker(config_path: Path, listen: str, metrics: str | None, index: int, lev
         report.send((address, metrics_port))
         report.close()
 
-    sidecar = Sidecar(read_config())
+    sidecar = Sidecar(read_config(), lanes=lanes)
     uvloop.run(serve(sidecar, None, ready, read_config, early))
 
 
@@ -84,6 +85,7 @@ class Supervisor:
         self._level = level
         self._drain_seconds = config.drain_seconds
         self._stopping: signal.Signals | None = None
+        self._lanes = SlowLanes.create(config.slow_plugin_cores)  # every worker's, restarted too
         base = listen or config.listen
         self.workers = [
             Worker(i, worker_address(base, i, config.workers),
@@ -95,7 +97,7 @@ class Supervisor:
         worker.process = _spawn.Process(
             target=_worker, name=f"hyperfilter-worker-{worker.index}", daemon=True,
             args=(self._config_path, worker.listen, worker.metrics, worker.index, self._level,
-                  send))
+                  self._lanes, send))
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         try:
             worker.process.start()
@@ -130,20 +132,24 @@ class Supervisor:
                     self._start(worker)
                 except RuntimeError:
                     if self._stopping is None:  # else it ended as it was told to
+                        self._lanes.remove()
                         raise
         return self.workers
 
     def run(self) -> None:
         """Restart workers that die, until SIGTERM (every worker drains; waited for up to
         drain-seconds plus a margin) or SIGINT (every worker stops at once)."""
-        while self._stopping is None:
-            wait([w.process.sentinel for w in self.workers if w.process and w.alive],
-                 timeout=0.5)
-            for worker in self.workers:
-                if self._stopping is None and worker.process is not None and not worker.alive \
-                        and time.monotonic() >= worker.not_before:
-                    self._restart(worker)
-        self._wait_for_workers()
+        try:
+            while self._stopping is None:
+                wait([w.process.sentinel for w in self.workers if w.process and w.alive],
+                     timeout=0.5)
+                for worker in self.workers:
+                    if self._stopping is None and worker.process is not None \
+                            and not worker.alive and time.monotonic() >= worker.not_before:
+                        self._restart(worker)
+            self._wait_for_workers()
+        finally:
+            self._lanes.remove()
 
     def _restart(self, worker: Worker) -> None:
         log.error("worker %d exited with %s; starting it again", worker.index,

@@ -2,7 +2,8 @@
 that spends most of its CPU bound on every event, and meanwhile a neighbour through the
 pass-through plugin on the same sidecar, whose round trips must all be answered within
 Envoy's message timeout. (Run on the event loop, fifty such connections had kept the
-neighbour from any round trip for 10 s.)"""
+neighbour from any round trip for 10 s.) The slow plugin's events never take more than
+`slow-plugin-cores` at once."""
 
 from __future__ import annotations
 
@@ -48,8 +49,13 @@ def test_a_slow_plugin_does_not_stall_a_neighbour(stack: Stack) -> None:
     for thread in busy:
         thread.start()
     neighbour = []
+    assert stack.sidecar.server is not None
+    offload = stack.sidecar.server.offload
+    running, waiting = [], []
     while time.monotonic() < until:
         neighbour.append(tcp_exchange(stack.ports["pass-through"], [b"ping"]).replies)
+        running.append(offload.running)
+        waiting.append(offload.waiting)
     for thread in busy:
         thread.join()
     assert neighbour and all(replies == [b"ping"] for replies in neighbour), (
@@ -59,3 +65,5 @@ def test_a_slow_plugin_does_not_stall_a_neighbour(stack: Stack) -> None:
     busy_link = stack.sidecar.registry.chains["busy"].links[0]
     assert busy_link.pace.slow  # so its events ran off the event loop
     assert not stack.sidecar.registry.chains["pass-through"].links[0].pace.slow
+    assert max(running) <= stack.sidecar.config.slow_plugin_cores
+    assert max(waiting) > 0, "80 connections never queued for the slow lanes"

@@ -1,0 +1,157 @@
+"""Slow lanes: at most `count` slow events at once across processes, a lane freed when its
+holder dies, the offload threads at the lowest scheduling priority, and the configuration's
+`slow-plugin-cores`."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from sidecar.config import ConfigError, load_config
+from sidecar.offload import Offload
+from sidecar.slow_lanes import PREFIX, SlowLanes
+from sidecar.streams import StreamPlugins
+
+MakeLanes = Callable[[int], SlowLanes]
+WAIT = 10.0  # bounds every wait below; none is expected to take long
+_spawn = multiprocessing.get_context("spawn")  # as the workers are started
+
+
+def hold_a_lane(lanes: SlowLanes, talk: Connection) -> None:
+    """In another process: take a lane, say so, keep it until told (or killed)."""
+    holder = lanes.holder(0)
+
+    def held() -> None:
+        talk.send("holding")
+        talk.recv()
+
+    holder.run(held)
+    holder.close()
+
+
+@pytest.fixture
+def make_lanes() -> Iterator[MakeLanes]:
+    made: list[SlowLanes] = []
+
+    def make(count: int) -> SlowLanes:
+        made.append(lanes := SlowLanes.create(count))
+        return lanes
+
+    yield make
+    for lanes in made:
+        lanes.remove()
+
+
+def other_process_holding(lanes: SlowLanes) -> tuple[multiprocessing.process.BaseProcess,
+                                                       Connection]:
+    ours, theirs = _spawn.Pipe()
+    process = _spawn.Process(target=hold_a_lane, args=(lanes, theirs), daemon=True)
+    process.start()
+    assert ours.poll(WAIT) and ours.recv() == "holding"
+    return process, ours
+
+
+def run_in_thread(lanes: SlowLanes) -> threading.Event:
+    """A lane taken on a thread of this process; the event is set once it runs."""
+    started = threading.Event()
+
+    def take() -> None:
+        holder = lanes.holder(0)
+        holder.run(started.set)
+        holder.close()
+
+    threading.Thread(target=take, daemon=True).start()
+    return started
+
+
+def test_one_lane_is_held_by_one_process_at_a_time(make_lanes: MakeLanes) -> None:
+    lanes = make_lanes(1)
+    process, talk = other_process_holding(lanes)
+    started = run_in_thread(lanes)
+    assert not started.wait(0.3), "took the only lane while another process held it"
+    talk.send("release")
+    assert started.wait(WAIT)
+    process.join(WAIT)
+
+
+def test_a_second_lane_is_free_while_the_first_is_held(make_lanes: MakeLanes) -> None:
+    lanes = make_lanes(2)
+    process, talk = other_process_holding(lanes)
+    assert run_in_thread(lanes).wait(WAIT)
+    talk.send("release")
+    process.join(WAIT)
+
+
+def test_a_lane_is_freed_when_its_holder_dies(make_lanes: MakeLanes) -> None:
+    lanes = make_lanes(1)
+    process, _ = other_process_holding(lanes)
+    started = run_in_thread(lanes)
+    assert not started.wait(0.3)
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    assert started.wait(WAIT)
+    process.join(WAIT)
+
+
+def test_offloaded_events_run_at_idle_priority_and_are_counted(
+        make_lanes: MakeLanes) -> None:
+    class SlowPlugins:  # what Offload reads and sets of a stream's plugins
+        slow = True
+        handoff = None
+
+    async def scenario() -> None:
+        offload = Offload(asyncio.get_running_loop(), make_lanes(1))
+        release = threading.Event()
+        policies: list[int] = []
+
+        def event() -> int:
+            policies.append(os.sched_getscheduler(0))
+            release.wait(WAIT)
+            return 7
+
+        events = [offload.stream(cast(StreamPlugins, SlowPlugins())).run(event)
+                  for _ in range(2)]
+        while not policies:
+            await asyncio.sleep(0.01)
+        assert (offload.running, offload.waiting) == (1, 1)  # one lane: the other waits
+        release.set()
+        for answer in events:
+            assert isinstance(answer, asyncio.Future)
+            assert await answer == 7
+        assert policies == [os.SCHED_IDLE] * 2
+        assert (offload.running, offload.waiting) == (0, 0)
+        await offload.close()
+
+    asyncio.run(scenario())
+
+
+def test_slow_plugin_cores_from_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.toml"
+    path.write_text("slow-plugin-cores = 3\n[plugins]\n")
+    assert load_config(path).slow_plugin_cores == 3
+    path.write_text("[plugins]\n")
+    assert load_config(path).slow_plugin_cores == max(1, len(os.sched_getaffinity(0)) - 1)
+    path.write_text("slow-plugin-cores = 0\n[plugins]\n")
+    with pytest.raises(ConfigError, match="slow-plugin-cores"):
+        load_config(path)
+
+
+def test_lanes_left_by_a_killed_sidecar_are_removed(make_lanes: MakeLanes) -> None:
+    dead = subprocess.Popen(["true"])  # its pid, once it has ended, is nobody's
+    dead.wait()
+    orphan = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{dead.pid}-"))
+    live = make_lanes(1)
+    make_lanes(1)
+    assert not orphan.exists()
+    assert live.directory.exists()  # its creator, this process, is alive
