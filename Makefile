@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test bench plugins toolchain system lint clean
+.PHONY: demo test bench plugins toolchain system lint clean pod
 
 # The HTTP/2 engine, libnghttp2, from Debian: a build with the fixes for CVE-2023-44487 (Rapid
 # Reset) and CVE-2024-28182 (CONTINUATION flood), which sidecar/nghttp2.py checks for.
@@ -44,6 +44,15 @@ test: plugins
 # QUICK=1: a CI-sized run.
 bench: plugins
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# The pod on this machine without containers (root: network namespaces), with a real Redis
+# from Debian. POD_ARGS="--seconds 60" runs its scenario longer.
+pod: plugins
+	@command -v redis-server >/dev/null || ( echo "installing redis-server from Debian" && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server ) || \
+	  { echo "could not install redis-server, which the pod runs"; exit 1; }
+	$(BIN)/hyperfilter pod $(POD_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -199,6 +199,21 @@ def demo() -> None:
     raise typer.Exit(demo_module.main(Console()))
 
 
+@app.command()
+def pod(
+    seconds: Annotated[float, typer.Option(help="How long the scenario runs (at least 8).")] = 30,
+    out: Annotated[Path, typer.Option(
+        help="Where summary.json and latency.png go.")] = Path(".cache/pod"),
+) -> None:
+    """The pod on this machine, without containers (needs root): network namespaces, Envoy,
+    the sidecar, Redis and an HTTP application; a scripted scenario with live output, a
+    summary and a latency plot; then everything torn down."""
+    from sidecar.pod.run import main as run_pod
+
+    setup_logging("warning")
+    raise typer.Exit(run_pod(seconds, out, Console()))
+
+
 def _listener_spec(spec: str) -> tuple[int, str, Upstream]:
     """LISTEN_PORT/CHAIN/UPSTREAM_HOST:PORT as (port, chain, upstream)."""
     try:

@@ -1,0 +1,1 @@
+"""`hyperfilter pod`: the pod on this machine without containers (run.py is the entry)."""
