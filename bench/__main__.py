@@ -74,7 +74,7 @@ class Scale:
         self.throughput_seconds = 1.0 if quick else 4.0
         self.cpu_round_trips = 500 if quick else 600  # per block and contender
         self.busy_connections = 50
-        self.slow_neighbour_seconds = 2.0 if quick else 5.0  # before, then as long during
+        self.slow_neighbour_seconds = 2.0 if quick else 8.0  # before, then as long during
         self.integrity_connections = 100 if quick else 500
         self.integrity_max_size = (256 << 10) if quick else (1 << 20)
         self.integrity_seconds = 60.0 if quick else 240.0  # then what is still open dies
