@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make plugins — each installs what it needs into .venv.
+# make demo | make test | make bench | make pod | make plugins — each installs what it needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test bench plugins toolchain system lint clean pod
+.PHONY: demo test bench plugins toolchain system redis lint clean pod
 
 # The HTTP/2 engine, libnghttp2, from Debian: a build with the fixes for CVE-2023-44487 (Rapid
 # Reset) and CVE-2024-28182 (CONTINUATION flood), which sidecar/nghttp2.py checks for.
@@ -29,6 +29,13 @@ toolchain:
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wabt gcc ) || \
 	  echo "note: could not install wabt and gcc; the kvm tier will be skipped"
 
+# A real Redis server, from Debian: shared-state across sidecars, its tests, the pod.
+redis:
+	@command -v redis-server >/dev/null || ( echo "installing redis-server from Debian" && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server ) || \
+	  echo "note: could not install redis-server; the tests that need it will be skipped"
+
 # Every plugin is built from source: the examples and the ones the tests use.
 plugins: $(INSTALLED) toolchain
 	$(BIN)/hyperfilter plugin build plugins/examples/*/ tests/plugins/*/
@@ -36,22 +43,18 @@ plugins: $(INSTALLED) toolchain
 demo: plugins
 	$(BIN)/hyperfilter demo
 
-test: plugins
+test: plugins redis
 	$(BIN)/ruff check .
 	$(BIN)/mypy sidecar vmm tests bench
 	$(BIN)/pytest
 
 # QUICK=1: a CI-sized run.
-bench: plugins
+bench: plugins redis
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 # The pod on this machine without containers (root: network namespaces), with a real Redis
 # from Debian. POD_ARGS="--seconds 60" runs its scenario longer.
-pod: plugins
-	@command -v redis-server >/dev/null || ( echo "installing redis-server from Debian" && \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server ) || \
-	  { echo "could not install redis-server, which the pod runs"; exit 1; }
+pod: plugins redis
 	$(BIN)/hyperfilter pod $(POD_ARGS)
 
 lint: $(INSTALLED)

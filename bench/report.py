@@ -142,12 +142,14 @@ def latency_table(name: str, rows: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-TIER_TABLES = {  # workload: columns (key, heading)
-    "sandbox_creation": (("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("n", "n")),
-    "sandbox_event_call": (("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("n", "n")),
-    "memory_per_live_sandbox": (("sandboxes", "live sandboxes"),
-                                ("process_KiB", "KiB each, sidecar process"),
-                                ("machine_KiB", "KiB each, whole machine")),
+_LATENCY_COLUMNS = (("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("n", "n"))
+TIER_TABLES = {  # workload: what a row is, columns (key, heading)
+    "sandbox_creation": ("tier, plugin", _LATENCY_COLUMNS),
+    "sandbox_event_call": ("tier, plugin", _LATENCY_COLUMNS),
+    "memory_per_live_sandbox": ("tier, plugin", (
+        ("sandboxes", "live sandboxes"), ("process_KiB", "KiB each, sidecar process"),
+        ("machine_KiB", "KiB each, whole machine"))),
+    "shared_state_increment": ("shared-state backend", _LATENCY_COLUMNS),
 }
 
 
@@ -236,10 +238,10 @@ def plain_tables(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
 def tier_rows(w: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headings, rows) for the in-process tier measurements."""
     tables = []
-    for name, columns in TIER_TABLES.items():
+    for name, (row_heading, columns) in TIER_TABLES.items():
         rows = [[label, *(_cell(r.get(key)) for key, _ in columns)]
                 for label, r in w.get(name, {}).items()]
-        tables.append((name, ["tier, plugin", *(h for _, h in columns)], rows))
+        tables.append((name, [row_heading, *(h for _, h in columns)], rows))
     breakdown = w.get("kvm_new_vm_breakdown_us")
     if breakdown:
         tables.append(("kvm_new_vm_breakdown_us", ["step", "median µs"],

@@ -16,8 +16,8 @@ from sidecar.admission import Admission
 from sidecar.config import Address, ConfigError, PluginEntry, SidecarConfig, TcpAddress
 from sidecar.metrics import Metrics
 from sidecar.registry import Registry
+from sidecar.runtime import Runtime
 from sidecar.server import SidecarServer
-from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import Observer
 from sidecar.tiers import Tiers
 from vmm.errors import PluginLoadError
@@ -28,7 +28,7 @@ ConfigSource = Callable[[], SidecarConfig]
 # Read once, at start: a reload that changes one of these says it keeps the old value.
 RESTART_ONLY = {"listen": "listen", "workers": "workers", "metrics": "metrics",
                 "cache_dir": "cache-dir", "pid_file": "pid-file", "tls": "tls",
-                "slow_plugin_cores": "slow-plugin-cores"}
+                "slow_plugin_cores": "slow-plugin-cores", "shared_state": "shared-state"}
 
 
 def log_plugins(registry: Registry) -> None:
@@ -51,19 +51,23 @@ class Sidecar:
 
     def __init__(self, config: SidecarConfig, observers: tuple[Observer, ...] = (),
                  on_plugin: Callable[[PluginEntry], None] = lambda entry: None,
-                 lanes: SlowLanes | None = None) -> None:
-        """`lanes`: the slow lanes this worker shares with the others; by default (one
-        process) its own, made at `start`."""
+                 runtime: Runtime | None = None) -> None:
+        """`runtime`: what this worker shares with the other workers (sidecar/runtime.py);
+        by default (one process) its own."""
         self.config = config
-        self._lanes = lanes
-        self._own_lanes: SlowLanes | None = None
+        self._own_runtime: Runtime | None = None
+        if runtime is None:
+            runtime = self._own_runtime = Runtime.create(config.slow_plugin_cores)
+        self.runtime = runtime
+        self.state = self.runtime.state_backend(config.shared_state)
         self.metrics = Metrics()
         self.tiers = Tiers(config)
         try:
             self.registry = Registry.load(config, self.tiers.backend_for, self.metrics,
-                                          on_plugin)
+                                          self.state, on_plugin)
         except BaseException:
             self.tiers.close()
+            self._close_runtime()
             raise
         self.observers = (self.metrics, *observers)
         self.server: SidecarServer | None = None
@@ -76,9 +80,8 @@ class Sidecar:
     async def start(self, listen: str | None = None) -> int:
         admission = Admission(self.config.max_streams, self.config.max_sandboxes,
                               lambda bound: self.metrics.refused.labels(bound).inc())
-        if self._lanes is None:
-            self._lanes = self._own_lanes = SlowLanes.create(self.config.slow_plugin_cores)
-        self.server = SidecarServer(self.registry, admission, self._lanes, self.observers)
+        self.server = SidecarServer(self.registry, admission, self.runtime.lanes,
+                                    self.observers)
         self.metrics.watch(admission, self.server.offload)
         self.address = await self.server.start(listen or self.config.listen, self.config.tls)
         self.port = self.address.port if isinstance(self.address, TcpAddress) else 0
@@ -122,7 +125,8 @@ class Sidecar:
         its shared (thread-safe) Engine and releases the GIL while it does; a kvm load runs
         its snapshot VM on the loading thread, which the watchdog tracks per thread."""
         config = read_config()
-        return config, Registry.load(config, self._backend_for_reload, self.metrics)
+        return config, Registry.load(config, self._backend_for_reload, self.metrics,
+                                     self.state)
 
     def _backend_for_reload(self, entry: PluginEntry) -> Backend:
         """The backends made at start serve reloaded plugins too (open streams still run on
@@ -154,8 +158,12 @@ class Sidecar:
         self._loader.shutdown(wait=True)  # a reload still loading uses the backends
         self.registry.close()
         self.tiers.close()
-        if self._own_lanes is not None:
-            self._own_lanes.remove()
+        self._close_runtime()
+
+    def _close_runtime(self) -> None:
+        self.state.close()
+        if self._own_runtime is not None:
+            self._own_runtime.remove()
 
 
 class EarlyReload:

@@ -131,9 +131,10 @@ def serve(
                                          early))
                 return
             sidecar.close()  # each worker loads its own, from the compile cache
-            if any("shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
-                log.warning("shared-state is per worker process: with %d workers, each keeps "
-                            "its own store", workers)
+            if sidecar.config.shared_state.backend == "memory" and any(
+                    "shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
+                log.warning("shared-state backend memory: with %d workers, each keeps its "
+                            "own store", workers)
             supervisor = Supervisor(config, sidecar.config, listen, log_level)
             for worker in supervisor.start():
                 log.info("worker %d (pid %d) listening on %s%s", worker.index,

@@ -13,6 +13,13 @@ form chains, and what happens when something fails.
     drain-seconds = 30                    # SIGTERM: how long open streams may still run
     pid-file = "/run/hyperfilter.pid"     # written by `serve`, read by `hyperfilter reload`
 
+    [shared-state]                        # optional: where plugins' shared-state lives
+    backend = "lmdb"                      # one store for every worker (default); "memory":
+                                          # each worker its own; "redis": shared by sidecars
+    url = "redis://10.0.0.5:6379/0"       # redis: also rediss://… (TLS), unix:///path
+    prefix = "hyperfilter"                # redis: the keys' first part
+    timeout-ms = 20                       # redis: the longest a call waits for the server
+
     [tls]                                 # optional: TLS on `listen` (ALPN h2)
     cert = "tls/sidecar.pem"                         # the server's certificate chain
     key = "tls/sidecar.key"
@@ -41,8 +48,9 @@ SIGTERM drains: no new streams, open ones run until they end or `drain-seconds` 
 process exits 0. SIGHUP (or `hyperfilter reload`) loads the plugins and this file again: new
 streams get the new set, open ones keep their sandboxes; a reload that fails to load keeps the
 old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file`,
-`slow-plugin-cores` and `[tls]` are read at start only (a reload that changes them says so in
-the log), and so are the isolation tiers in use.
+`slow-plugin-cores`, `[shared-state]` and `[tls]` are read at start only (a reload that
+changes them says so in the log), and so are the isolation tiers in use. A reloaded plugin
+keeps its shared-state keys (the store is the plugin name's).
 """
 
 from __future__ import annotations
@@ -132,6 +140,20 @@ class TlsConfig:
     client_ca: Path | None = None  # PEM: mTLS, clients must present a certificate it signed
 
 
+STATE_BACKENDS = {"lmdb": "lmdb", "memory": "memory", "redis": "redis"}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class SharedStateConfig:
+    """Where `shared-state` keeps plugins' keys (vmm/capabilities/state/)."""
+
+    backend: str = "lmdb"  # every worker of this sidecar; "memory": each its own; "redis"
+    url: str | None = None  # redis: redis://host:port/db, rediss://…, unix:///path
+    prefix: str = "hyperfilter"  # redis: the keys' first part, apart from other users'
+    timeout_ms: int = 20  # redis: the longest a call waits for the server
+
+
 @dataclass(frozen=True)
 class PluginEntry:
     name: str
@@ -158,6 +180,7 @@ class SidecarConfig:
     slow_plugin_cores: int = field(default_factory=default_slow_plugin_cores)
     pid_file: Path | None = None
     tls: TlsConfig | None = None
+    shared_state: SharedStateConfig = SharedStateConfig()
 
 
 def _path(base: Path, value: str) -> Path:
@@ -224,6 +247,25 @@ def _tls(table: Table, base: Path) -> TlsConfig | None:
     return config
 
 
+def _shared_state(table: Table) -> SharedStateConfig:
+    if not table.has("shared-state"):
+        return SharedStateConfig()
+    state = table.sub("shared-state")
+    backend = state.get_choice("backend", STATE_BACKENDS, SharedStateConfig.backend)
+    if backend != "redis":
+        state.finish()
+        return SharedStateConfig(backend)
+    url = state.get("url", str)
+    if not url.startswith(REDIS_SCHEMES):
+        raise TableError(f"{state.path('url')}: {url!r}: expected a URL starting with "
+                         f"{', '.join(REDIS_SCHEMES)}")
+    config = SharedStateConfig(
+        backend, url, state.get("prefix", str, SharedStateConfig.prefix),
+        state.get_positive("timeout-ms", SharedStateConfig.timeout_ms))
+    state.finish()
+    return config
+
+
 def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
     table = Table(data, "")
     plugins_table = table.sub("plugins", required=True)
@@ -259,6 +301,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
         slow_plugin_cores=table.get_positive("slow-plugin-cores", default_slow_plugin_cores()),
         pid_file=_path(base, table.get("pid-file", str)) if table.has("pid-file") else None,
         tls=_tls(table, base),
+        shared_state=_shared_state(table),
     )
     table.finish()
     return config

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sidecar.config import PluginEntry, SidecarConfig
 from vmm.capabilities import MetricsSink
+from vmm.capabilities.state import StateBackend
 from vmm.loader import load_plugin
 from vmm.manifest import FailurePolicy
 from vmm.pool import SandboxPool
@@ -70,14 +71,15 @@ class Registry:
 
     @classmethod
     def load(cls, config: SidecarConfig, backend_for: Callable[[PluginEntry], Backend],
-             metrics: MetricsSink,
+             metrics: MetricsSink, state: StateBackend,
              on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> Registry:
         """Load every plugin; a PluginLoadError stops everything, naming the plugin."""
         links = {}
         for entry in config.plugins.values():
             on_plugin(entry)
             plugin = load_plugin(entry.path, backend_for(entry), metrics, name=entry.name,
-                                 config=entry.config, failure_policy=entry.failure_policy)
+                                 config=entry.config, failure_policy=entry.failure_policy,
+                                 state=state)
             policy = plugin.manifest.failure_policy or config.default_failure_policy
             links[entry.name] = ChainLink(plugin, policy, SandboxPool(plugin, SPARE_SANDBOXES))
         chains = {name: Chain(name, (link,)) for name, link in links.items()}

@@ -21,33 +21,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
-PREFIX = "hyperfilter-lanes-"  # then the creating process's id
-
-
-def _remove_orphans() -> None:
-    """The lanes of sidecars that were killed before they could remove theirs."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
-        pid = directory.name.removeprefix(PREFIX).partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -58,15 +37,11 @@ class SlowLanes:
     count: int
 
     @classmethod
-    def create(cls, count: int) -> SlowLanes:
-        _remove_orphans()
-        directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+    def create(cls, directory: Path, count: int) -> SlowLanes:
+        directory.mkdir(mode=0o700)
         for lane in range(count):
             (directory / str(lane)).touch(mode=0o600)
         return cls(directory, count)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def holder(self, home: int) -> LaneHolder:
         return LaneHolder(self, home % self.count)

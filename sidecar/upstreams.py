@@ -1,4 +1,5 @@
-"""Upstream servers on loopback for the demo, tests and benchmarks: what sits behind Envoy.
+"""Upstream servers on loopback for the demo, tests and benchmarks: what sits behind Envoy
+(and the Redis server that shared-state may use).
 
 Each records what it received, so a caller can see both ends of a filtered connection.
 """
@@ -8,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
+import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 CARD = "4111 1111 1111 1111"  # a well-known test number (Luhn-valid)
 
@@ -110,3 +115,33 @@ class HttpUpstream:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class RedisServer:
+    """A real `redis-server` of its own, on a Unix socket in `directory`, keeping nothing on
+    disk. FileNotFoundError if it is not installed (Debian: redis-server)."""
+
+    START_SECONDS = 10.0
+
+    def __init__(self, directory: Path) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise FileNotFoundError("redis-server is not installed (Debian package "
+                                    "redis-server; `make test` installs it)")
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self._process = subprocess.Popen(
+            [server, "--port", "0", "--unixsocket", str(self.socket), "--save", "",
+             "--appendonly", "no", "--dir", str(directory)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.START_SECONDS
+        while not self.socket.exists():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start (exit status "
+                                   f"{self._process.returncode})")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        self._process.wait(timeout=self.START_SECONDS)

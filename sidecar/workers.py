@@ -1,12 +1,13 @@
 """Several worker processes, so that every core serves streams.
 
-Each worker is a whole sidecar (its own event loop, sandboxes, `shared-state` store and metrics
-endpoint) on its own port (or Unix socket, `path.N`); the Envoy cluster lists every worker, and
-Envoy's round robin spreads streams over them, one stream at a time. (One shared port would
-leave the spreading to the kernel, which sees only Envoy's few long-lived HTTP/2 connections.)
-The parent supervises: a worker that dies is started again on its address. It passes SIGHUP
-(reload) and SIGTERM (drain) on to every worker, and after SIGTERM waits for them to finish
-their streams, restarting none.
+Each worker is a whole sidecar (its own event loop, sandboxes and metrics endpoint; the slow
+lanes and the `shared-state` store are the sidecar's, sidecar/runtime.py) on its own port (or
+Unix socket, `path.N`); the Envoy cluster lists every worker, and Envoy's round robin spreads
+streams over them, one stream at a time. (One shared port would leave the spreading to the
+kernel, which sees only Envoy's few long-lived HTTP/2 connections.) The parent supervises: a
+worker that dies is started again on its address. It passes SIGHUP (reload) and SIGTERM
+(drain) on to every worker, and after SIGTERM waits for them to finish their streams,
+restarting none.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import uvloop
 
 from sidecar.app import EarlyReload, Sidecar, serve
 from sidecar.config import UNIX_PREFIX, SidecarConfig, load_config
-from sidecar.slow_lanes import SlowLanes
+from sidecar.runtime import Runtime
 
 log = logging.getLogger("hyperfilter")
 _spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads
@@ -47,7 +48,7 @@ def worker_address(address: str, index: int, workers: int) -> str:
 
 
 def _worker(config_path: Path, listen: str, metrics: str | None, index: int, level: str,
-            lanes: SlowLanes, report: Connection) -> None:
+            runtime: Runtime, report: Connection) -> None:
     early = EarlyReload()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
     logging.basicConfig(level=level.upper(),
@@ -61,7 +62,7 @@ def _worker(config_path: Path, listen: str, metrics: str | None, index: int, lev
         report.send((address, metrics_port))
         report.close()
 
-    sidecar = Sidecar(read_config(), lanes=lanes)
+    sidecar = Sidecar(read_config(), runtime=runtime)
     uvloop.run(serve(sidecar, None, ready, read_config, early))
 
 
@@ -85,7 +86,7 @@ class Supervisor:
         self._level = level
         self._drain_seconds = config.drain_seconds
         self._stopping: signal.Signals | None = None
-        self._lanes = SlowLanes.create(config.slow_plugin_cores)  # every worker's, restarted too
+        self._runtime = Runtime.create(config.slow_plugin_cores)  # every worker's, restarted too
         base = listen or config.listen
         self.workers = [
             Worker(i, worker_address(base, i, config.workers),
@@ -97,7 +98,7 @@ class Supervisor:
         worker.process = _spawn.Process(
             target=_worker, name=f"hyperfilter-worker-{worker.index}", daemon=True,
             args=(self._config_path, worker.listen, worker.metrics, worker.index, self._level,
-                  self._lanes, send))
+                  self._runtime, send))
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         try:
             worker.process.start()
@@ -132,7 +133,7 @@ class Supervisor:
                     self._start(worker)
                 except RuntimeError:
                     if self._stopping is None:  # else it ended as it was told to
-                        self._lanes.remove()
+                        self._runtime.remove()
                         raise
         return self.workers
 
@@ -149,7 +150,7 @@ class Supervisor:
                         self._restart(worker)
             self._wait_for_workers()
         finally:
-            self._lanes.remove()
+            self._runtime.remove()
 
     def _restart(self, worker: Worker) -> None:
         log.error("worker %d exited with %s; starting it again", worker.index,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.plugin_build import build_plugin
+from sidecar.upstreams import RedisServer
 from vmm import kvm
 from vmm.capabilities import MetricsSink
 from vmm.kvm.watchdog import install_kick_handler
@@ -136,3 +137,14 @@ def load(backend: Backend, metrics: RecordingMetrics) -> Loader:
 @pytest.fixture
 def load_wasmtime(wasmtime_backend: WasmtimeBackend, metrics: RecordingMetrics) -> Loader:
     return loader_for(wasmtime_backend, metrics)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server of its own on a Unix socket, for the session: its URL."""
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError as missing:
+        pytest.skip(str(missing))
+    yield server.url
+    server.stop()

@@ -35,7 +35,7 @@ START_SECONDS = 180.0
 RELOAD_SECONDS = 60.0
 
 HOSTILE_PLUGIN = PLUGINS_DIR.parent / "tests" / "plugins" / "faulty"
-RATE_LIMIT = 40  # requests per window and user, counted by each worker's shared-state
+RATE_LIMIT = 40  # requests per window and user, counted in the sidecar's shared-state
 RATE_WINDOW_MS = 5000
 # alice: the steady traffic; bob: a burst past the rate limit; mallory: the hostile requests.
 API_KEYS = {"alice": "k-alice-123", "bob": "k-bob-456", "mallory": "k-mallory-789"}

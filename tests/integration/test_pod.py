@@ -79,7 +79,7 @@ def test_make_pod_shows_every_verdict_and_tears_down(can_make_a_pod: None,
     assert verdicts["redis-firewall"]["forward"] > 100
     assert verdicts["http-auth"]["respond"] == 2  # no key, a wrong key
     assert verdicts["http-rate-limit"]["respond"] == result["rate_limit"]["limited"] > 0
-    assert result["rate_limit"]["passed"] >= 40
+    assert result["rate_limit"]["passed"] == 40  # one count across both workers
     assert sum(faults["hostile"].values()) >= sum(result["attacks"].values()) >= 6
     assert {"CpuLimitExceeded", "PluginTrap", "MemoryLimitExceeded"} <= set(faults["hostile"])
     assert result["contained"] == sum(result["attacks"].values())

@@ -1,17 +1,18 @@
 """Slow lanes: at most `count` slow events at once across processes, a lane freed when its
-holder dies, the offload threads at the lowest scheduling priority, and the configuration's
-`slow-plugin-cores`."""
+holder dies, the offload threads at the lowest scheduling priority, the configuration's
+`slow-plugin-cores`, and the runtime directory they live in."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import cast
@@ -20,7 +21,8 @@ import pytest
 
 from sidecar.config import ConfigError, load_config
 from sidecar.offload import Offload
-from sidecar.slow_lanes import PREFIX, SlowLanes
+from sidecar.runtime import PREFIX, Runtime
+from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import StreamPlugins
 
 MakeLanes = Callable[[int], SlowLanes]
@@ -41,16 +43,13 @@ def hold_a_lane(lanes: SlowLanes, talk: Connection) -> None:
 
 
 @pytest.fixture
-def make_lanes() -> Iterator[MakeLanes]:
-    made: list[SlowLanes] = []
+def make_lanes(tmp_path: Path) -> MakeLanes:
+    made = itertools.count()
 
     def make(count: int) -> SlowLanes:
-        made.append(lanes := SlowLanes.create(count))
-        return lanes
+        return SlowLanes.create(tmp_path / f"lanes-{next(made)}", count)
 
-    yield make
-    for lanes in made:
-        lanes.remove()
+    return make
 
 
 def other_process_holding(lanes: SlowLanes) -> tuple[multiprocessing.process.BaseProcess,
@@ -147,11 +146,14 @@ def test_slow_plugin_cores_from_the_configuration(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_lanes_left_by_a_killed_sidecar_are_removed(make_lanes: MakeLanes) -> None:
+def test_what_a_killed_sidecar_left_is_removed() -> None:
     dead = subprocess.Popen(["true"])  # its pid, once it has ended, is nobody's
     dead.wait()
     orphan = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{dead.pid}-"))
-    live = make_lanes(1)
-    make_lanes(1)
-    assert not orphan.exists()
-    assert live.directory.exists()  # its creator, this process, is alive
+    live = Runtime.create(1)
+    try:
+        Runtime.create(1).remove()
+        assert not orphan.exists()
+        assert live.lanes.directory.exists()  # its creator, this process, is alive
+    finally:
+        live.remove()

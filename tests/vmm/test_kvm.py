@@ -15,6 +15,7 @@ import pytest
 from sidecar.plugin_build import build_plugin
 from tests.conftest import RecordingMetrics, loader_for, plugin_dir, skip_unless_tier_runs
 from vmm.capabilities import HostEnv, PluginLog
+from vmm.capabilities.state.memory import MemoryBackend
 from vmm.core_module import check_core_module
 from vmm.errors import (
     PluginLoadError,
@@ -132,7 +133,7 @@ def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(
                         kvm_backend.toolchain, kvm_backend.cache)
     only_log = type(manifest)(**{**manifest.__dict__,
                                  "grants": {"log": manifest.grants["log"]}})
-    env = HostEnv(manifest.name, {}, PluginLog(manifest.name, 10), metrics)
+    env = HostEnv(manifest.name, {}, PluginLog(manifest.name, 10), metrics, MemoryBackend())
     plugin = KvmPlugin(only_log, core, image, env, kvm_backend.kvm, kvm_backend.watchdog)
     try:
         victim, neighbour = plugin.new_sandbox(), plugin.new_sandbox()

@@ -13,6 +13,7 @@ from vmm.tables import Table
 
 if TYPE_CHECKING:
     from vmm.capabilities.log import PluginLog
+    from vmm.capabilities.state import StateBackend
 
 WIT_PACKAGE = "hyperfilter:plugin"
 WIT_VERSION = "0.1.0"
@@ -67,6 +68,7 @@ class HostEnv:
     config: Mapping[str, str]
     log: PluginLog
     metrics: MetricsSink
+    state: StateBackend  # where `shared-state` keeps the plugin's keys
 
 
 class Grant(ABC):
