@@ -83,6 +83,13 @@ class InvalidVerdict(SandboxFault):
     cause = "returned an invalid verdict"
 
 
+class CapabilityUnavailable(SandboxFault):
+    """A capability's backing service could not serve the plugin's call (its shared-state
+    store's server does not answer)."""
+
+    cause = "could not be served by a capability"
+
+
 class VmFault(SandboxFault):
     """The micro-VM stopped in a way the host did not expect (bad port, MMIO, shutdown)."""
 

@@ -6,7 +6,14 @@ import logging
 
 from vmm.canonical import AbiError
 from vmm.capabilities import CapabilityDenied
-from vmm.errors import CpuLimitExceeded, MemoryLimitExceeded, PluginTrap, SandboxFault
+from vmm.capabilities.state import StoreUnavailable
+from vmm.errors import (
+    CapabilityUnavailable,
+    CpuLimitExceeded,
+    MemoryLimitExceeded,
+    PluginTrap,
+    SandboxFault,
+)
 from vmm.manifest import Limits
 
 log = logging.getLogger(__name__)
@@ -19,6 +26,8 @@ def classify(plugin: str, limits: Limits, message: str, *, interrupted: bool,
     if host_cause is not None:
         if isinstance(host_cause, CapabilityDenied | AbiError):
             return PluginTrap(plugin, f"host call refused: {host_cause}")
+        if isinstance(host_cause, StoreUnavailable):
+            return CapabilityUnavailable(plugin, f"shared-state: {host_cause}")
         log.error("host call of plugin %s raised", plugin, exc_info=host_cause)
         return PluginTrap(plugin, f"host call failed: {host_cause!r}")
     if interrupted:

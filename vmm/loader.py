@@ -8,6 +8,8 @@ from pathlib import Path
 
 from vmm.capabilities import HostEnv, MetricsSink, PluginLog
 from vmm.capabilities.log import DEFAULT_RATE, LogGrant
+from vmm.capabilities.state import StateBackend
+from vmm.capabilities.state.memory import MemoryBackend
 from vmm.errors import PluginLoadError
 from vmm.manifest import FailurePolicy, load_manifest
 from vmm.sandbox import Backend, LoadedPlugin
@@ -15,9 +17,11 @@ from vmm.sandbox import Backend, LoadedPlugin
 
 def load_plugin(location: Path, backend: Backend, metrics: MetricsSink, *,
                 name: str | None = None, config: Mapping[str, str] | None = None,
-                failure_policy: FailurePolicy | None = None) -> LoadedPlugin:
+                failure_policy: FailurePolicy | None = None,
+                state: StateBackend | None = None) -> LoadedPlugin:
     """Load the plugin in `location` (a directory or a manifest file). The operator may load
-    it under another `name`, override entries of its `[config]`, and its failure policy."""
+    it under another `name`, override entries of its `[config]`, and its failure policy.
+    `shared-state` keeps its keys in `state` (by default, a store of its own in memory)."""
     manifest = load_manifest(location)
     manifest = dataclasses.replace(
         manifest,
@@ -35,5 +39,6 @@ def load_plugin(location: Path, backend: Backend, metrics: MetricsSink, *,
         raise PluginLoadError(manifest.name, f"cannot read {manifest.wasm}: {exc}") from None
     log_grant = manifest.grants.get("log")
     rate = log_grant.rate if isinstance(log_grant, LogGrant) else DEFAULT_RATE
-    env = HostEnv(manifest.name, manifest.config, PluginLog(manifest.name, rate), metrics)
+    env = HostEnv(manifest.name, manifest.config, PluginLog(manifest.name, rate), metrics,
+                  state or MemoryBackend())
     return backend.load(manifest, wasm, env)
