@@ -4,7 +4,7 @@ Plugin calls run on the event loop: for a plugin whose events take microseconds,
 hop would cost more than the event. A plugin whose events take long (its `Pace`, in
 sidecar/registry.py, averages past a couple of milliseconds) would hold every other stream of
 the worker for as long. Its streams' events therefore run on a small pool of threads, at the
-lowest scheduling priority: wasm runs with the GIL released (wasmtime's C API and
+lowest normal scheduling priority: wasm runs with the GIL released (wasmtime's C API and
 `KVM_RUN` are foreign calls), so the loop goes on serving the other streams meanwhile. Each
 event holds one of the sidecar's slow lanes while it runs (sidecar/slow_lanes.py), so that
 slow plugins never take every core.
@@ -31,8 +31,11 @@ from sidecar.slow_lanes import LaneHolder, SlowLanes
 from sidecar.streams import StreamPlugins
 
 T = TypeVar("T")
-# Where SCHED_IDLE is missing: the highest nice value, the next best thing.
-FALLBACK_NICENESS = 19
+# The highest nice value: under contention a slow event's thread gets about one share in
+# seventy against each busy thread at the default priority, so it still makes progress.
+# (SCHED_IDLE, which gets none while anything else runs, let a busy machine starve slow
+# events past Envoy's message timeout.)
+NICENESS = 19
 # How long a thread that wants the GIL waits before it makes the holder hand it over (Python's
 # default: 5 ms). A slow event's thread holds it only between calls into wasm, but when it is
 # preempted there, at its low priority, the loop waits behind whatever preempted it: 0.2 ms
@@ -40,13 +43,13 @@ FALLBACK_NICENESS = 19
 GIL_SWITCH_SECONDS = 0.0002
 
 
-def _lowest_priority() -> None:
-    """This thread runs only when no other thread of the machine wants its core."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FALLBACK_NICENESS)
+def _lower_priority() -> None:
+    """This thread yields its core to any other that wants it, and wakes no one early:
+    SCHED_BATCH (for CPU-bound work, never preempting on wakeup) at nice 19."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: the nice value alone
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
 
 
 class Offload:
@@ -67,7 +70,7 @@ class Offload:
         self.running = 0  # events in a lane
 
     def _start_thread(self) -> None:
-        _lowest_priority()
+        _lower_priority()
         holder = self._lanes.holder(next(self._homes))
         self._holders.append(holder)
         self._holder.lanes = holder

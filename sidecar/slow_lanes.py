@@ -1,15 +1,15 @@
 """The cores slow plugins may take: at most `slow-plugin-cores` of their events run at once,
 across every worker of a sidecar.
 
-Events of slow plugins run off the event loop (sidecar/offload.py) at the lowest scheduling
-priority there is (SCHED_IDLE: any other thread that wakes up preempts them). That alone does
-not keep a neighbour fast once slow events occupy every core. A neighbour's round trip is a
-chain of wakeups (Envoy, this worker's event loop, the upstream, Envoy again), and the loop
-also needs the GIL, which a slow event's thread may hold at the moment it is preempted: it
-then waits for that thread to be scheduled again, behind the other slow events. Measured on
-2 cores, 50 connections keeping a plugin that computes 18 ms per event busy: a pass-through
-neighbour's round trip p99 was 9x its idle figure with both cores running slow events, about
-1.7x with one core left to everything else.
+Events of slow plugins run off the event loop (sidecar/offload.py) at the lowest normal
+scheduling priority (nice 19, SCHED_BATCH). That alone does not keep a neighbour fast once
+slow events occupy every core. A neighbour's round trip is a chain of wakeups (Envoy, this
+worker's event loop, the upstream, Envoy again), and the loop also needs the GIL, which a slow
+event's thread may hold at the moment it is preempted: it then waits for that thread to be
+scheduled again, behind the other slow events. Measured on 2 cores, 50 connections keeping a
+plugin that computes 18 ms per event busy: a pass-through neighbour's round trip p99 was 9x its
+idle figure with both cores running slow events, about 1.7x with one core left to everything
+else.
 
 Each running slow event holds a lane: one of `count` files in a directory, locked with
 flock(2). A lock belongs to its open file, so the kernel releases it when a worker dies, and

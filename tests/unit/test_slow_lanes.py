@@ -1,5 +1,5 @@
 """Slow lanes: at most `count` slow events at once across processes, a lane freed when its
-holder dies, the offload threads at the lowest scheduling priority, the configuration's
+holder dies, the offload threads at the lowest normal priority, the configuration's
 `slow-plugin-cores`, and the runtime directory they live in."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import cast
 import pytest
 
 from sidecar.config import ConfigError, load_config
-from sidecar.offload import Offload
+from sidecar.offload import NICENESS, Offload
 from sidecar.runtime import PREFIX, Runtime
 from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import StreamPlugins
@@ -103,7 +103,7 @@ def test_a_lane_is_freed_when_its_holder_dies(make_lanes: MakeLanes) -> None:
     process.join(WAIT)
 
 
-def test_offloaded_events_run_at_idle_priority_and_are_counted(
+def test_offloaded_events_run_at_the_lowest_priority_and_are_counted(
         make_lanes: MakeLanes) -> None:
     class SlowPlugins:  # what Offload reads and sets of a stream's plugins
         slow = True
@@ -112,10 +112,10 @@ def test_offloaded_events_run_at_idle_priority_and_are_counted(
     async def scenario() -> None:
         offload = Offload(asyncio.get_running_loop(), make_lanes(1))
         release = threading.Event()
-        policies: list[int] = []
+        policies: list[tuple[int, int]] = []
 
         def event() -> int:
-            policies.append(os.sched_getscheduler(0))
+            policies.append((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
             release.wait(WAIT)
             return 7
 
@@ -128,7 +128,7 @@ def test_offloaded_events_run_at_idle_priority_and_are_counted(
         for answer in events:
             assert isinstance(answer, asyncio.Future)
             assert await answer == 7
-        assert policies == [os.SCHED_IDLE] * 2
+        assert policies == [(os.SCHED_BATCH, NICENESS)] * 2
         assert (offload.running, offload.waiting) == (0, 0)
         await offload.close()
 
