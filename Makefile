@@ -1,4 +1,5 @@
-# make demo | make test | make bench | make pod | make plugins — each installs what it needs.
+# make demo | make test | make bench | make pod | make fuzz | make plugins — each installs what
+# it needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test bench plugins toolchain system redis lint clean pod
+.PHONY: demo test bench plugins toolchain system redis lint clean pod fuzz
 
 # The HTTP/2 engine, libnghttp2, from Debian: a build with the fixes for CVE-2023-44487 (Rapid
 # Reset) and CVE-2024-28182 (CONTINUATION flood), which sidecar/nghttp2.py checks for.
@@ -56,6 +57,11 @@ bench: plugins redis
 # from Debian. POD_ARGS="--seconds 60" runs its scenario longer.
 pod: plugins redis
 	$(BIN)/hyperfilter pod $(POD_ARGS)
+
+# Every example plugin fuzzed for a short, fixed budget (a seed each, so runs repeat).
+fuzz: plugins
+	@for plugin in plugins/examples/*/; do \
+	  $(BIN)/hyperfilter fuzz $$plugin --time 10s --seed 1 || exit 1; done
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

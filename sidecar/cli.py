@@ -215,6 +215,28 @@ def pod(
     raise typer.Exit(run_pod(seconds, out, Console()))
 
 
+@app.command()
+def fuzz(
+    plugin_dir: Annotated[Path, typer.Argument(help="The plugin's directory (its manifest).")],
+    tier: Annotated[str, typer.Option(help="wasmtime or kvm.")] = "wasmtime",
+    time: Annotated[str, typer.Option(help="How long: 60s, 5m, 500ms.")] = "60s",
+    events: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The run's seed (printed).")] = None,
+    corpus: Annotated[Path | None, typer.Option(
+        help="Cases to start from, and where new ones and findings go.")] = None,
+    property: Annotated[Path | None, typer.Option(
+        help="A Python file of property_… predicates over a case and its outcome.")] = None,
+    replay: Annotated[Path | None, typer.Option(help="Run one saved case and check it.")] = None,
+) -> None:
+    """Fuzz a plugin in its real sandbox, through the sidecar's own session code: generated
+    and mutated TCP or HTTP streams until one breaks a rule; that one minimized and saved."""
+    from sidecar.fuzz.command import main as run_fuzz
+
+    setup_logging("warning")
+    raise typer.Exit(run_fuzz(plugin_dir, tier, time, events, seed, corpus, property, replay,
+                              Console()))
+
+
 def _listener_spec(spec: str) -> tuple[int, str, Upstream]:
     """LISTEN_PORT/CHAIN/UPSTREAM_HOST:PORT as (port, chain, upstream)."""
     try:

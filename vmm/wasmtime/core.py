@@ -125,6 +125,18 @@ class CoreSandbox(Sandbox):
             self._post_return = (post, raw)  # off the latency path: see Sandbox.settle
         return verdict
 
+    def exported_area(self, address_global: str, length: int) -> memoryview:
+        """The `length` bytes of linear memory at the address the exported i32 global
+        `address_global` holds now: how a tool reads what an instrumented module keeps for it
+        (the fuzzer's coverage counters, sidecar/fuzz/coverage.py). The view must not outlive
+        the sandbox."""
+        if self._store is None:
+            raise SandboxFault(self.plugin, "read from a closed sandbox")
+        area = instance_global_i32(self._store, self._instance, address_global)
+        if area is None:
+            raise AbiError(f"the plugin exports no i32 global {address_global}")
+        return self._memory.view(area, length)
+
     @property
     def unsettled(self) -> bool:
         return self._post_return is not None
