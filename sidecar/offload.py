@@ -9,8 +9,9 @@ lowest normal scheduling priority: wasm runs with the GIL released (wasmtime's C
 event holds one of the sidecar's slow lanes while it runs (sidecar/slow_lanes.py), so that
 slow plugins never take every core.
 
-A stream has at most one event in flight (the gRPC call takes its next message once the
-answer is back), so its events keep their order; while one runs, whatever the stream's
+Threads take queued events a chain at a time, in turn (`TakingTurns`). A stream has at
+most one event in flight (the gRPC call takes its next message once the answer is back), so
+its events keep their order; while one runs, whatever the stream's
 plugins hand to the loop (deferred work, decisions for observers) gets there through
 `call_soon_threadsafe`.
 """
@@ -19,18 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import functools
 import os
 import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 from sidecar.slow_lanes import LaneHolder, SlowLanes
 from sidecar.streams import StreamPlugins
 
 T = TypeVar("T")
+J = TypeVar("J")
 # The highest nice value: under contention a slow event's thread gets about one share in
 # seventy against each busy thread at the default priority, so it still makes progress.
 # (SCHED_IDLE, which gets none while anything else runs, let a busy machine starve slow
@@ -52,32 +54,88 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
 
 
+class TakingTurns(Generic[J]):
+    """Jobs queued by key (a stream's chain), handed out one key at a time in turn: however
+    many events one slow plugin has queued, another plugin's next event waits for at most one
+    of them. (A single queue had a barely slow plugin wait behind every event of a very slow
+    one, past Envoy's message timeout.)"""
+
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, deque[J]] = {}
+        self._turns: deque[Hashable] = deque()  # the keys with jobs, in the order they go
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, key: Hashable, job: J) -> None:
+        with self._ready:
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = deque()
+                self._turns.append(key)
+            queue.append(job)
+            self._ready.notify()
+
+    def take(self) -> J | None:
+        """The next job (blocking until there is one); None once closed."""
+        with self._ready:
+            while not self._turns and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return None
+            key = self._turns.popleft()
+            queue = self._queues[key]
+            job = queue.popleft()
+            if queue:
+                self._turns.append(key)  # its next job after the other keys' next ones
+            else:
+                del self._queues[key]
+            return job
+
+    def close(self) -> list[J]:
+        """No more jobs handed out; those still queued."""
+        with self._ready:
+            self._closed = True
+            left = [job for queue in self._queues.values() for job in queue]
+            self._queues.clear()
+            self._turns.clear()
+            self._ready.notify_all()
+            return left
+
+
+Job = tuple["asyncio.Future[Any]", Callable[[], Any]]
+
+
 class Offload:
     def __init__(self, loop: asyncio.AbstractEventLoop, lanes: SlowLanes) -> None:
         """A thread per lane: one worker alone may use them all. Sets the process's GIL
         switch interval."""
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self._loop = loop
-        self._lanes = lanes
-        self._homes = itertools.count()
-        self._holders: list[LaneHolder] = []
-        self._holder = threading.local()  # each pool thread's LaneHolder
-        self._pool = ThreadPoolExecutor(lanes.count, thread_name_prefix="slow-plugins",
-                                        initializer=self._start_thread)
-        self._in_flight: set[asyncio.Future[object]] = set()
+        self._jobs: TakingTurns[Job] = TakingTurns()
+        self._threads = [threading.Thread(target=self._serve, args=(lanes.holder(home),),
+                                          name=f"slow-plugins-{home}", daemon=True)
+                         for home in range(lanes.count)]
+        for thread in self._threads:
+            thread.start()
+        self._in_flight: set[asyncio.Future[Any]] = set()
         self._counts = threading.Lock()
-        self.waiting = 0  # events handed to the pool, not yet in a lane
+        self.waiting = 0  # events handed to the threads, not yet in a lane
         self.running = 0  # events in a lane
 
-    def _start_thread(self) -> None:
+    def _serve(self, holder: LaneHolder) -> None:
+        """One thread: jobs, in turn, each in a lane, until closed."""
         _lower_priority()
-        holder = self._lanes.holder(next(self._homes))
-        self._holders.append(holder)
-        self._holder.lanes = holder
-
-    def _in_a_lane(self, work: Callable[[], T]) -> T:
-        holder: LaneHolder = self._holder.lanes
-        return holder.run(lambda: self._counted(work))
+        try:
+            while (job := self._jobs.take()) is not None:
+                future, work = job
+                try:
+                    result = holder.run(functools.partial(self._counted, work))
+                except BaseException as exc:  # noqa: BLE001 - handed to the event's awaiter
+                    self._loop.call_soon_threadsafe(_fail, future, exc)
+                else:
+                    self._loop.call_soon_threadsafe(_succeed, future, result)
+        finally:
+            holder.close()
 
     def _counted(self, work: Callable[[], T]) -> T:
         with self._counts:
@@ -96,23 +154,35 @@ class Offload:
         plugins.handoff = self._loop.call_soon_threadsafe
         with self._counts:
             self.waiting += 1
-        future = self._loop.run_in_executor(self._pool, self._in_a_lane, work)
-        self._in_flight.add(future)  # type: ignore[arg-type]
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._in_flight.add(future)
 
         def back_on_the_loop(done: asyncio.Future[T]) -> None:
             plugins.handoff = None
-            self._in_flight.discard(done)  # type: ignore[arg-type]
+            self._in_flight.discard(done)
 
         future.add_done_callback(back_on_the_loop)
+        self._jobs.put(plugins.chain.name, (future, work))
         return future
 
     async def close(self) -> None:
         """Events already running finish (queued ones are cancelled), and what waited for
         them (their streams' closing) runs, before the plugins may be closed."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        for holder in self._holders:
-            holder.close()
+        for future, _ in self._jobs.close():
+            future.cancel()
+        for thread in self._threads:
+            thread.join()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+
+def _succeed(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class StreamWork:

@@ -20,7 +20,8 @@ from typing import cast
 import pytest
 
 from sidecar.config import ConfigError, load_config
-from sidecar.offload import NICENESS, Offload
+from sidecar.offload import NICENESS, Offload, TakingTurns
+from sidecar.registry import Chain
 from sidecar.runtime import PREFIX, Runtime
 from sidecar.slow_lanes import SlowLanes
 from sidecar.streams import StreamPlugins
@@ -108,6 +109,7 @@ def test_offloaded_events_run_at_the_lowest_priority_and_are_counted(
     class SlowPlugins:  # what Offload reads and sets of a stream's plugins
         slow = True
         handoff = None
+        chain = Chain("slow", ())
 
     async def scenario() -> None:
         offload = Offload(asyncio.get_running_loop(), make_lanes(1))
@@ -157,3 +159,14 @@ def test_what_a_killed_sidecar_left_is_removed() -> None:
         assert live.lanes.directory.exists()  # its creator, this process, is alive
     finally:
         live.remove()
+
+
+def test_slow_events_are_taken_a_chain_at_a_time_in_turn() -> None:
+    turns: TakingTurns[str] = TakingTurns()
+    for job in ("a1", "a2", "a3", "a4"):
+        turns.put("very slow", job)
+    turns.put("barely slow", "b1")
+    turns.put("barely slow", "b2")
+    assert [turns.take() for _ in range(5)] == ["a1", "b1", "a2", "b2", "a3"]
+    assert turns.close() == ["a4"]
+    assert turns.take() is None
