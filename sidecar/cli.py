@@ -19,7 +19,7 @@ from rich.markup import escape
 from sidecar import demo as demo_module
 from sidecar.app import EarlyReload, Sidecar, log_plugins
 from sidecar.app import serve as serve_forever
-from sidecar.config import ConfigError, load_config, parse_address
+from sidecar.config import ConfigError, SidecarConfig, load_config, parse_address
 from sidecar.envoy import (
     HttpListener,
     Listener,
@@ -190,6 +190,23 @@ def reload(
     except OSError as exc:
         fail(f"cannot signal process {target}: {exc}")
     console.print(f"asked the sidecar (pid {target}) to reload; its log says how it went")
+
+
+@app.command()
+def health(
+    address: Annotated[list[str] | None, typer.Option(
+        envvar="HYPERFILTER_HEALTH_ADDRESS",
+        help="Where a sidecar listens (host:port or unix:/path); once per worker. Default: "
+             "$HYPERFILTER_HEALTH_ADDRESS (space-separated), else 127.0.0.1:50051.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds each answer may take.")] = 2.0,
+) -> None:
+    """Ask sidecars' gRPC health service whether they serve (grpc.health.v1 Check): exit 0
+    when every one answers SERVING, 1 otherwise, with one line saying what each answered."""
+    from sidecar.health_check import check_all  # grpc's client only when asked
+
+    healthy, line = check_all(address or [SidecarConfig.listen], timeout)
+    print(line)
+    raise typer.Exit(0 if healthy else 1)
 
 
 @app.command()
