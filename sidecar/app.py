@@ -27,8 +27,9 @@ log = logging.getLogger("hyperfilter")
 ConfigSource = Callable[[], SidecarConfig]
 # Read once, at start: a reload that changes one of these says it keeps the old value.
 RESTART_ONLY = {"listen": "listen", "workers": "workers", "metrics": "metrics",
-                "cache_dir": "cache-dir", "pid_file": "pid-file", "tls": "tls",
-                "slow_plugin_cores": "slow-plugin-cores", "shared_state": "shared-state"}
+                "cache_dir": "cache-dir", "pid_file": "pid-file", "log_format": "log-format",
+                "tls": "tls", "slow_plugin_cores": "slow-plugin-cores",
+                "shared_state": "shared-state"}
 
 
 def log_plugins(registry: Registry) -> None:
@@ -82,7 +83,7 @@ class Sidecar:
                               lambda bound: self.metrics.refused.labels(bound).inc())
         self.server = SidecarServer(self.registry, admission, self.runtime.lanes,
                                     self.observers)
-        self.metrics.watch(admission, self.server.offload)
+        self.metrics.start(admission, self.server.offload, self.server.quiet_work.defer)
         self.address = await self.server.start(listen or self.config.listen, self.config.tls)
         self.port = self.address.port if isinstance(self.address, TcpAddress) else 0
         if self.config.metrics:
@@ -156,6 +157,7 @@ class Sidecar:
 
     def close(self) -> None:
         self._loader.shutdown(wait=True)  # a reload still loading uses the backends
+        self.metrics.close()
         self.registry.close()
         self.tiers.close()
         self._close_runtime()

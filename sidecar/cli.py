@@ -19,7 +19,7 @@ from rich.markup import escape
 from sidecar import demo as demo_module
 from sidecar.app import EarlyReload, Sidecar, log_plugins
 from sidecar.app import serve as serve_forever
-from sidecar.config import ConfigError, SidecarConfig, load_config, parse_address
+from sidecar.config import LOG_FORMATS, ConfigError, SidecarConfig, load_config, parse_address
 from sidecar.envoy import (
     HttpListener,
     Listener,
@@ -28,6 +28,7 @@ from sidecar.envoy import (
     Upstream,
     render_bootstrap,
 )
+from sidecar.logs import JsonLines, log_to_stderr
 from sidecar.plugin_build import BuildError, build_plugin
 from sidecar.plugin_new import LANGUAGES, new_plugin
 from sidecar.workers import Supervisor
@@ -101,11 +102,24 @@ def serve(
     listen: Annotated[str | None, typer.Option(
         help="host:port or unix:/path, overriding `listen`.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str | None, typer.Option(
+        help="text, or json: one JSON object a line (time, level, worker, logger, message; "
+             "stream on lines about a stream); overrides `log-format`.")] = None,
 ) -> None:
     """Serve Envoy's network and HTTP ext_proc, every stream in fresh sandboxes. SIGTERM
     drains, SIGHUP (`hyperfilter reload`) loads plugins and configuration again."""
     early = EarlyReload()  # before anything else: a SIGHUP must never kill the sidecar
-    setup_logging(log_level)
+    if log_format is None:
+        try:  # read first: every line is in the format the configuration asks for
+            log_format = load_config(config).log_format
+        except ConfigError as exc:
+            fail(str(exc))
+    elif log_format not in LOG_FORMATS:
+        fail(f"--log-format: {log_format!r}: expected text or json")
+    if log_format == "json":
+        log_to_stderr(log_level, JsonLines(worker=None))
+    else:
+        setup_logging(log_level)
     if listen is not None:
         try:
             parse_address(listen)
@@ -135,12 +149,13 @@ def serve(
                     "shared-state" in p.manifest.grants for p in sidecar.registry.plugins):
                 log.warning("shared-state backend memory: with %d workers, each keeps its "
                             "own store", workers)
-            supervisor = Supervisor(config, sidecar.config, listen, log_level)
+            supervisor = Supervisor(config, sidecar.config, listen, log_level, log_format)
             for worker in supervisor.start():
-                log.info("worker %d (pid %d) listening on %s%s", worker.index,
-                         worker.process.pid, worker.listen,  # type: ignore[union-attr]
-                         f", metrics on http://{worker.metrics}/metrics" if worker.metrics
-                         else "")
+                log.info("worker %d (pid %d) listening on %s", worker.index,
+                         worker.process.pid, worker.listen)  # type: ignore[union-attr]
+            if supervisor.metrics:
+                log.info("metrics on http://%s/metrics: every worker's, summed",
+                         supervisor.metrics)
             log.info("listening on %s: network ext_proc, HTTP ext_proc, gRPC health%s (%d "
                      "workers; give Envoy's cluster every one)",
                      ", ".join(w.listen for w in supervisor.workers), security, workers)

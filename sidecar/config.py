@@ -3,7 +3,7 @@ form chains, and what happens when something fails.
 
     listen = "127.0.0.1:50051"            # or "unix:/run/hyperfilter/sidecar.sock"
     workers = 2                           # processes; worker i listens on port + i (unix: path.i)
-    metrics = "127.0.0.1:9464"            # optional Prometheus endpoint (worker i: port + i)
+    metrics = "127.0.0.1:9464"            # optional Prometheus endpoint: one, every worker's sum
     default-chain = "guard"               # for streams whose metadata names no chain
     default-failure-policy = "fail-closed"
     max-streams = 100000                  # live Envoy streams per worker (default: from memory)
@@ -12,6 +12,7 @@ form chains, and what happens when something fails.
                                           # (default: every core but one)
     drain-seconds = 30                    # SIGTERM: how long open streams may still run
     pid-file = "/run/hyperfilter.pid"     # written by `serve`, read by `hyperfilter reload`
+    log-format = "json"                   # JSON lines (default "text"); `serve --log-format`
 
     [shared-state]                        # optional: where plugins' shared-state lives
     backend = "lmdb"                      # one store for every worker (default); "memory":
@@ -47,7 +48,7 @@ decides what the connection or request then does).
 SIGTERM drains: no new streams, open ones run until they end or `drain-seconds` pass, then the
 process exits 0. SIGHUP (or `hyperfilter reload`) loads the plugins and this file again: new
 streams get the new set, open ones keep their sandboxes; a reload that fails to load keeps the
-old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file`,
+old set and logs why. `listen`, `workers`, `metrics`, `cache-dir`, `pid-file`, `log-format`,
 `slow-plugin-cores`, `[shared-state]` and `[tls]` are read at start only (a reload that
 changes them says so in the log), and so are the isolation tiers in use. A reloaded plugin
 keeps its shared-state keys (the store is the plugin name's).
@@ -141,6 +142,7 @@ class TlsConfig:
 
 
 STATE_BACKENDS = {"lmdb": "lmdb", "memory": "memory", "redis": "redis"}
+LOG_FORMATS = {"text": "text", "json": "json"}
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -179,6 +181,7 @@ class SidecarConfig:
     drain_seconds: float = 30.0
     slow_plugin_cores: int = field(default_factory=default_slow_plugin_cores)
     pid_file: Path | None = None
+    log_format: str = "text"  # or "json": JSON lines (sidecar/logs.py)
     tls: TlsConfig | None = None
     shared_state: SharedStateConfig = SharedStateConfig()
 
@@ -300,6 +303,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
         drain_seconds=_seconds(table, "drain-seconds", SidecarConfig.drain_seconds),
         slow_plugin_cores=table.get_positive("slow-plugin-cores", default_slow_plugin_cores()),
         pid_file=_path(base, table.get("pid-file", str)) if table.has("pid-file") else None,
+        log_format=table.get_choice("log-format", LOG_FORMATS, SidecarConfig.log_format),
         tls=_tls(table, base),
         shared_state=_shared_state(table),
     )

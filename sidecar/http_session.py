@@ -139,7 +139,8 @@ class HttpSession:
                            and message.direction is Direction.INBOUND):
             names = ", ".join(link.name for link in self.plugins.links if link.position in opened)
             log.warning("on-open mutation of %s not applied: Envoy skipped the request headers, "
-                        "the only message that can carry it", names)
+                        "the only message that can carry it", names,
+                        extra={"stream": self.plugins.id})
             return {}
         return opened
 

@@ -11,9 +11,11 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from threading import get_ident
 from typing import NamedTuple, Protocol
 
 from sidecar.admission import Admission, Refused, unbounded
+from sidecar.logs import STREAM_ON_THREAD
 from sidecar.registry import Chain, ChainLink
 from vmm.errors import SandboxFault
 from vmm.events import Direction, Event, EventKind, Verdict, kind_of
@@ -42,6 +44,8 @@ class Decision(NamedTuple):
     verdict: Verdict | None = None
     fault: SandboxFault | None = None
     policy: FailurePolicy | None = None
+    tier: str = ""
+    seconds: float = 0.0  # how long the plugin took over the event (wall clock)
 
 
 class Observer(Protocol):
@@ -63,16 +67,21 @@ class StreamFailed(Exception):
 class Link:
     """One link of a stream's chain: its plugin, policy and own sandbox."""
 
-    __slots__ = ("events", "name", "pace", "policy", "position", "sandbox", "tier")
+    __slots__ = ("creation_seconds", "events", "logs", "name", "pace", "policy", "position",
+                 "sandbox", "tier")
 
-    def __init__(self, position: int, link: ChainLink, sandbox: Sandbox | None) -> None:
+    def __init__(self, position: int, link: ChainLink, sandbox: Sandbox | None,
+                 creation_seconds: float = 0.0) -> None:
         self.position = position
         self.name = link.name
         self.tier = link.plugin.tier
         self.policy = link.policy
         self.events = link.plugin.manifest.events
+        # whether the plugin can log: granted `log`, or a component's WASI stdout and stderr
+        self.logs = "log" in link.plugin.manifest.grants or link.plugin.kind == "component"
         self.pace = link.pace  # the plugin's, shared by its streams
         self.sandbox = sandbox  # None once dropped
+        self.creation_seconds = creation_seconds  # how long the stream waited for its sandbox
 
 
 class StreamPlugins:
@@ -100,7 +109,7 @@ class StreamPlugins:
         self.handoff: Deferral | None = None
         self.failure: StreamFailed | None = None
         if chain.refusal is not None:
-            log.warning("stream %d: %s", self.id, chain.refusal)
+            log.warning("stream %d: %s", self.id, chain.refusal, extra={"stream": self.id})
             if chain.refusal_policy is FailurePolicy.FAIL_CLOSED:
                 self.failure = StreamFailed(chain.refusal)
         self.links: list[Link] = []
@@ -108,7 +117,10 @@ class StreamPlugins:
         try:
             for position, link in enumerate(chain.links):
                 if link.plugin.manifest.handles(protocol):
-                    self.links.append(Link(position, link, self._new_sandbox(link)))
+                    began = time.perf_counter()
+                    sandbox = self._new_sandbox(link)
+                    self.links.append(Link(position, link, sandbox,
+                                           time.perf_counter() - began))
         except Refused:
             self.close()
             raise
@@ -148,26 +160,39 @@ class StreamPlugins:
         kind = kind_of(event)
         if sandbox is None or kind not in link.events:
             return None
+        began = time.perf_counter()
         start = time.thread_time()  # CPU, not wall: a thread descheduled is not a slow plugin
         try:
-            verdict = sandbox.deliver(event)
+            verdict = self._logged(sandbox, event) if link.logs else sandbox.deliver(event)
+            seconds = time.perf_counter() - began
             if sandbox.unsettled:
                 self._to_loop(self._defer, sandbox.settle)
         except SandboxFault as fault:
+            seconds = time.perf_counter() - began
             link.pace.record(time.thread_time() - start)
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
                                    getattr(event, "direction", None), fault=fault,
-                                   policy=link.policy))
+                                   policy=link.policy, tier=link.tier, seconds=seconds))
             if link.policy is FailurePolicy.FAIL_CLOSED:
                 raise StreamFailed(str(fault)) from None
             return None
         link.pace.record(time.thread_time() - start)
-        if self._observers:
+        if self._observers:  # every field by position: keywords cost a NamedTuple's __new__
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
-                                   getattr(event, "direction", None), verdict=verdict))
+                                   getattr(event, "direction", None), verdict, None, None,
+                                   link.tier, seconds))
         return verdict
+
+    def _logged(self, sandbox: Sandbox, event: Event) -> Verdict | None:
+        """`sandbox.deliver(event)`, what its plugin logs meanwhile naming this stream."""
+        thread = get_ident()
+        STREAM_ON_THREAD[thread] = self.id
+        try:
+            return sandbox.deliver(event)
+        finally:
+            del STREAM_ON_THREAD[thread]
 
     def _to_loop(self, run: Deferral, work: Callable[[], object]) -> None:
         """`run(work)` where `run` is only for the event loop's thread."""
@@ -180,7 +205,7 @@ class StreamPlugins:
                       during: str) -> None:
         outcome = "stream stopped" if policy is FailurePolicy.FAIL_CLOSED else "plugin skipped"
         log.warning("stream %d (%s): %s on %s; %s: %s", self.id, self.chain.name, fault, during,
-                    policy.value, outcome)
+                    policy.value, outcome, extra={"stream": self.id})
 
     def _observe(self, decision: Decision) -> None:
         if self.handoff is not None:

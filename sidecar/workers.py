@@ -1,10 +1,11 @@
 """Several worker processes, so that every core serves streams.
 
-Each worker is a whole sidecar (its own event loop, sandboxes and metrics endpoint; the slow
-lanes and the `shared-state` store are the sidecar's, sidecar/runtime.py) on its own port (or
-Unix socket, `path.N`); the Envoy cluster lists every worker, and Envoy's round robin spreads
-streams over them, one stream at a time. (One shared port would leave the spreading to the
-kernel, which sees only Envoy's few long-lived HTTP/2 connections.) The parent supervises: a
+Each worker is a whole sidecar (its own event loop and sandboxes; the slow lanes, the
+`shared-state` store and the metrics' files are the sidecar's, sidecar/runtime.py) on its own
+port (or Unix socket, `path.N`); the Envoy cluster lists every worker, and Envoy's round robin
+spreads streams over them, one stream at a time. (One shared port would leave the spreading to
+the kernel, which sees only Envoy's few long-lived HTTP/2 connections.) The parent serves the
+one metrics endpoint, every worker's figures summed (sidecar/metrics.py), and supervises: a
 worker that dies is started again on its address. It passes SIGHUP (reload) and SIGTERM
 (drain) on to every worker, and after SIGTERM waits for them to finish their streams,
 restarting none.
@@ -25,6 +26,8 @@ import uvloop
 
 from sidecar.app import EarlyReload, Sidecar, serve
 from sidecar.config import UNIX_PREFIX, SidecarConfig, load_config
+from sidecar.logs import JsonLines, log_to_stderr, worker_text
+from sidecar.metrics import serve_workers, share_with_workers, worker_gone
 from sidecar.runtime import Runtime
 
 log = logging.getLogger("hyperfilter")
@@ -47,19 +50,19 @@ def worker_address(address: str, index: int, workers: int) -> str:
     return f"{host}:{int(port) + index if int(port) else 0}"
 
 
-def _worker(config_path: Path, listen: str, metrics: str | None, index: int, level: str,
+def _worker(config_path: Path, listen: str, index: int, level: str, log_format: str,
             runtime: Runtime, report: Connection) -> None:
     early = EarlyReload()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
-    logging.basicConfig(level=level.upper(),
-                        format=f"%(asctime)s %(levelname)s w{index} %(name)s: %(message)s")
+    log_to_stderr(level, JsonLines(index) if log_format == "json" else worker_text(index))
 
     def read_config() -> SidecarConfig:
-        return dataclasses.replace(load_config(config_path), listen=listen, metrics=metrics,
+        # the parent serves the metrics, from the files this worker's values live in
+        return dataclasses.replace(load_config(config_path), listen=listen, metrics=None,
                                    workers=1)
 
     def ready(address: str, metrics_port: int | None) -> None:
-        report.send((address, metrics_port))
+        report.send(address)
         report.close()
 
     sidecar = Sidecar(read_config(), runtime=runtime)
@@ -70,7 +73,6 @@ def _worker(config_path: Path, listen: str, metrics: str | None, index: int, lev
 class Worker:
     index: int
     listen: str
-    metrics: str | None
     process: multiprocessing.process.BaseProcess | None = None
     not_before: float = 0.0  # no restart before this (monotonic) time
 
@@ -81,24 +83,27 @@ class Worker:
 
 class Supervisor:
     def __init__(self, config_path: Path, config: SidecarConfig, listen: str | None,
-                 level: str) -> None:
+                 level: str, log_format: str) -> None:
         self._config_path = config_path
         self._level = level
+        self._log_format = log_format
         self._drain_seconds = config.drain_seconds
         self._stopping: signal.Signals | None = None
         self._runtime = Runtime.create(config.slow_plugin_cores)  # every worker's, restarted too
+        self.metrics = config.metrics  # host:port; the port bound once `start` serves it
+        self._metrics_dir = self._runtime.directory / "metrics"  # when `metrics` is set
+        if self.metrics:
+            share_with_workers(self._metrics_dir)
         base = listen or config.listen
-        self.workers = [
-            Worker(i, worker_address(base, i, config.workers),
-                   worker_address(config.metrics, i, config.workers) if config.metrics else None)
-            for i in range(config.workers)]
+        self.workers = [Worker(i, worker_address(base, i, config.workers))
+                        for i in range(config.workers)]
 
     def _start(self, worker: Worker) -> None:
         receive, send = _spawn.Pipe(duplex=False)
         worker.process = _spawn.Process(
             target=_worker, name=f"hyperfilter-worker-{worker.index}", daemon=True,
-            args=(self._config_path, worker.listen, worker.metrics, worker.index, self._level,
-                  self._runtime, send))
+            args=(self._config_path, worker.listen, worker.index, self._level,
+                  self._log_format, self._runtime, send))
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         try:
             worker.process.start()
@@ -106,13 +111,10 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         send.close()
         try:
-            listen, metrics_port = receive.recv()
+            # A restarted worker must come back on the same address, for Envoy's endpoints.
+            worker.listen = receive.recv()
         except EOFError:
             raise RuntimeError(f"worker {worker.index} exited before listening") from None
-        # A restarted worker must come back on the same address, for Envoy's endpoints.
-        worker.listen = listen
-        if worker.metrics and metrics_port:
-            worker.metrics = f"{worker.metrics.rpartition(':')[0]}:{metrics_port}"
 
     def _signal(self, signum: int, frame: object) -> None:
         sig = signal.Signals(signum)
@@ -123,18 +125,24 @@ class Supervisor:
                 os.kill(worker.process.pid, sig)  # type: ignore[union-attr, arg-type]
 
     def start(self) -> list[Worker]:
-        """Every worker started and listening (SIGHUP, SIGTERM and SIGINT are passed on to
-        them from now on)."""
+        """The metrics served (when set), then every worker started and listening (SIGHUP,
+        SIGTERM and SIGINT are passed on to them from now on)."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._signal)
-        for worker in self.workers:
-            if self._stopping is None:
-                try:
-                    self._start(worker)
-                except RuntimeError:
-                    if self._stopping is None:  # else it ended as it was told to
-                        self._runtime.remove()
-                        raise
+        try:
+            if self.metrics:
+                host = self.metrics.rpartition(":")[0]
+                self.metrics = f"{host}:{serve_workers(self._metrics_dir, self.metrics)}"
+            for worker in self.workers:
+                if self._stopping is None:
+                    try:
+                        self._start(worker)
+                    except RuntimeError:
+                        if self._stopping is None:  # else it ended as it was told to
+                            raise
+        except (OSError, RuntimeError):
+            self._runtime.remove()
+            raise
         return self.workers
 
     def run(self) -> None:
@@ -155,6 +163,8 @@ class Supervisor:
     def _restart(self, worker: Worker) -> None:
         log.error("worker %d exited with %s; starting it again", worker.index,
                   worker.process.exitcode)  # type: ignore[union-attr]
+        if self.metrics:
+            worker_gone(self._metrics_dir, worker.process.pid)  # type: ignore[union-attr, arg-type]
         try:
             self._start(worker)
         except RuntimeError as exc:

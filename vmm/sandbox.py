@@ -24,6 +24,9 @@ class Sandbox(ABC):
         self.plugin = plugin
         self.verdict_rules = verdict_rules  # the tier's lifting takes its `max_bytes`
         self.fault: SandboxFault | None = None
+        # A micro-VM an earlier stream ran in, reset to the plugin's snapshot (kvm), rather
+        # than one made new; either way its memory is what no earlier stream touched.
+        self.reused = False
 
     def deliver(self, event: Event) -> Verdict | None:
         """Run the plugin's handler for `event`: a verdict, None for `TcpClose`."""

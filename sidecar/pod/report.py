@@ -1,6 +1,6 @@
 """What the pod's scenario showed: a summary table (the client's view, and the sidecar's own
-counts scraped from every worker's Prometheus endpoint), summary.json, and a plot of latency
-over the scenario."""
+counts scraped from its Prometheus endpoint, every worker's summed), summary.json, and a plot
+of latency over the scenario."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sidecar.pod.stack import (
     CHAINS_WITH_HOSTILE,
     PROTOCOL_OF_CHAIN,
     WORKERS,
-    WorkerMetrics,
+    SidecarMetrics,
     sandboxes_per_stream,
 )
 
@@ -38,21 +38,21 @@ def latency(samples: Iterable[Sample]) -> dict[str, float | None]:
     return {"p50_ms": percentile(good, 0.50), "p99_ms": percentile(good, 0.99)}
 
 
-def _total(workers: Sequence[WorkerMetrics], name: str, **labels: str) -> int:
-    return round(sum(worker.total(name, **labels) for worker in workers))
+def _total(metrics: SidecarMetrics, name: str, **labels: str) -> int:
+    return round(metrics.total(name, **labels))
 
 
-def _by_label(workers: Sequence[WorkerMetrics], name: str, key: str,
-              **where: str) -> dict[str, int]:
-    """Sample `name` summed over the workers, by the value of its label `key`."""
-    values = sorted(set().union(*(worker.labels(name, key, **where) for worker in workers)))
-    return {value: _total(workers, name, **where, **{key: value}) for value in values}
+def _by_label(metrics: SidecarMetrics, name: str, key: str, **where: str) -> dict[str, int]:
+    """Sample `name` by the value of its label `key`."""
+    return {value: _total(metrics, name, **where, **{key: value})
+            for value in sorted(metrics.labels(name, key, **where))}
 
 
 def sidecar_counts(seen: Observations) -> dict[str, Any]:
-    """The sidecar's counts, summed over its workers; sandboxes from each chain's streams
-    times the plugins that chain had when they began (before the reload and after)."""
-    end, before = seen.metrics_at_end, seen.metrics_at_reload or seen.metrics_at_end
+    """The sidecar's counts (every worker's); sandboxes from each chain's streams times the
+    plugins that chain had when they began (before the reload and after)."""
+    end = seen.metrics_at_end or SidecarMetrics({})
+    before = seen.metrics_at_reload or end
     streams_before = {chain: _total(before, STREAMS, chain=chain) for chain in CHAINS}
     streams_end = {chain: _total(end, STREAMS, chain=chain) for chain in CHAINS}
     per_stream_before = sandboxes_per_stream(CHAINS)
@@ -67,9 +67,6 @@ def sidecar_counts(seen: Observations) -> dict[str, Any]:
         "verdicts": {plugin: _by_label(end, VERDICTS, "verdict", plugin=plugin)
                      for plugin in plugins},
         "faults": {plugin: _by_label(end, FAULTS, "cause", plugin=plugin) for plugin in plugins},
-        "rate_limited_per_worker": [
-            _total([worker], VERDICTS, plugin="http-rate-limit", verdict="respond")
-            for worker in end],
     }
 
 
@@ -131,8 +128,7 @@ def table(result: dict[str, Any]) -> Table:
     limit = result["rate_limit"]
     if limit is not None:
         view.add_row("rate limit (bob's burst)",
-                     f"{limit['passed']} passed, {limit['limited']} got 429; 429s by worker: "
-                     f"{', '.join(map(str, sidecar['rate_limited_per_worker']))}")
+                     f"{limit['passed']} passed, {limit['limited']} got 429")
     faults = sum(sum(counts.values()) for counts in sidecar["faults"].values())
     view.add_row("faults contained", f"{faults} faults; {result['contained']} of "
                                      f"{sum(result['attacks'].values())} misbehaviours ended "

@@ -32,7 +32,7 @@ from sidecar.pod.stack import (
     REDIS_PORT,
     WORKERS,
     Pod,
-    WorkerMetrics,
+    SidecarMetrics,
 )
 
 # The steady traffic: bounded in time (the scenario's) and in count.
@@ -92,8 +92,8 @@ class Observations:
     attack_times: list[float] = field(default_factory=list)
     hostile_from: float | None = None  # when the hostile plugin began serving
     hostile_until: float | None = None
-    metrics_at_reload: list[WorkerMetrics] = field(default_factory=list)
-    metrics_at_end: list[WorkerMetrics] = field(default_factory=list)
+    metrics_at_reload: SidecarMetrics | None = None
+    metrics_at_end: SidecarMetrics | None = None
     restarts: int = 0
 
 
@@ -216,8 +216,7 @@ class Scenario:
         inside = {f"Redis :{REDIS_PORT}": (REDIS_PORT, None),
                   f"the application :{self.pod.app_port}": (self.pod.app_port, None),
                   f"Envoy's admin :{ADMIN_PORT}": (ADMIN_PORT, None),
-                  **{f"worker {i}'s metrics :{METRICS_PORT + i}": (METRICS_PORT + i, None)
-                     for i in range(WORKERS)},
+                  f"the sidecar's metrics :{METRICS_PORT}": (METRICS_PORT, None),
                   f"Redis on the client's own 127.0.0.1:{REDIS_PORT}": (REDIS_PORT, "127.0.0.1")}
 
         def probe() -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
 """The pod's processes inside its namespace: Redis and the HTTP application on the pod's
 loopback, the sidecar (two workers, Unix sockets) and the real Envoy, whose listeners alone
 bind the pod's address. Also the sidecar's configuration before and after the mid-way reload,
-which brings in a hostile plugin, and the scraping of each worker's metrics."""
+which brings in a hostile plugin, and the scraping of the sidecar's metrics (every worker's,
+summed, on one endpoint)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.envoy import Envoy, HttpListener, TcpListener, Upstream, render_bootstrap
+from sidecar.metrics import FLUSH_SECONDS
 from sidecar.plugin_build import PLUGINS_DIR
 from sidecar.pod.netns import PodNetwork
 from sidecar.pod.services import Service
@@ -28,7 +31,7 @@ REDIS_PORT = 6379
 ENVOY_REDIS_PORT = 7379
 ENVOY_HTTP_PORT = 8000
 ADMIN_PORT = 9901
-METRICS_PORT = 9464  # worker i: + i
+METRICS_PORT = 9464  # the sidecar's one endpoint, every worker's figures summed
 WORKERS = 2
 # The first start compiles every plugin (then cached on disk); later ones take seconds.
 START_SECONDS = 180.0
@@ -102,10 +105,9 @@ def hyperfilter_command() -> str:
 
 
 @dataclass(frozen=True)
-class WorkerMetrics:
-    """One worker's metrics: (sample name, labels) → value."""
+class SidecarMetrics:
+    """The sidecar's metrics: (sample name, labels) → value."""
 
-    index: int
     values: Mapping[tuple[str, frozenset[tuple[str, str]]], float]
 
     def total(self, name: str, **labels: str) -> float:
@@ -120,8 +122,8 @@ class WorkerMetrics:
                 if sample == name and wanted <= have and key in dict(have)}
 
 
-def parse_metrics(index: int, text: str) -> WorkerMetrics:
-    return WorkerMetrics(index, {
+def parse_metrics(text: str) -> SidecarMetrics:
+    return SidecarMetrics({
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text) for sample in family.samples})
 
@@ -138,7 +140,7 @@ class Pod:
         self.services: list[Service] = []
         self.envoy: Envoy | None = None
         self.app_port = 0
-        self.worker_metrics: list[str] = []  # host:port, by worker
+        self.metrics = ""  # host:port
         self.worker_pids: list[int] = []
 
     def _service(self, name: str, args: list[str]) -> Service:
@@ -162,11 +164,11 @@ class Pod:
         self.config_path.write_text(sidecar_config(self.workdir, CHAINS))
         sidecar = self._service("sidecar", [self.hyperfilter, "serve", "--config",
                                             str(self.config_path)])
-        workers = sidecar.wait_for(
-            r"worker (\d+) \(pid (\d+)\) listening on (\S+?), metrics on http://(\S+)/metrics",
-            START_SECONDS, count=WORKERS)
+        workers = sidecar.wait_for(r"worker (\d+) \(pid (\d+)\) listening on (\S+)",
+                                   START_SECONDS, count=WORKERS)
         self.worker_pids = [int(found.group(2)) for found in workers]
-        self.worker_metrics = [found.group(4) for found in workers]
+        self.metrics = sidecar.wait_for(r"metrics on http://(\S+)/metrics", START_SECONDS)[
+            0].group(1)
         sockets = [found.group(3) for found in workers]
         say(f"hyperfilter serve: {WORKERS} workers on {', '.join(sockets)}")
         bootstrap = render_bootstrap(sockets, [
@@ -203,14 +205,14 @@ class Pod:
     def restarts(self) -> int:
         return self.sidecar.log().count("starting it again")
 
-    def scrape(self) -> list[WorkerMetrics]:
-        """Every worker's metrics, read from inside the pod."""
-        def read() -> list[WorkerMetrics]:
-            texts = []
-            for address in self.worker_metrics:
-                with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
-                    texts.append(answer.read().decode())
-            return [parse_metrics(i, text) for i, text in enumerate(texts)]
+    def scrape(self) -> SidecarMetrics:
+        """The sidecar's metrics, read from inside the pod once the workers have handed in
+        what they counted until now (every FLUSH_SECONDS)."""
+        time.sleep(FLUSH_SECONDS + 0.1)
+
+        def read() -> SidecarMetrics:
+            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5) as answer:
+                return parse_metrics(answer.read().decode())
         return self.network.pod.call(read)
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 import wasmtime
 
 from sidecar.envoy import Envoy, TcpListener, Upstream, render_bootstrap
+from sidecar.metrics import FLUSH_SECONDS
 from sidecar.upstreams import EchoServer
 from tests.conftest import plugin_dir, skip_unless_tier_runs
 from tests.integration.harness import LoopThread, tcp_exchange
@@ -183,18 +184,20 @@ def test_workers_share_the_streams_and_a_dead_one_comes_back(tmp_path: Path) -> 
     echo = EchoServer()
     try:
         wait_for(log_path, r"give Envoy's cluster every one")
-        workers = re.findall(r"worker (\d) \(pid (\d+)\) listening on 127\.0\.0\.1:(\d+), "
-                             r"metrics on (http://\S+/metrics)", log_path.read_text())
+        workers = re.findall(r"worker (\d) \(pid (\d+)\) listening on 127\.0\.0\.1:(\d+)\n",
+                             log_path.read_text())
         assert len(workers) == 2
         listener = TcpListener("counter", "counter", Upstream("127.0.0.1", loop.run(echo.start)))
-        sidecars = [("127.0.0.1", int(port)) for _, _, port, _ in workers]
+        sidecars = [("127.0.0.1", int(port)) for _, _, port in workers]
         with Envoy(render_bootstrap(sidecars, [listener])) as envoy:
             port = envoy.listener_ports["counter"]
             for _ in range(10):
                 assert tcp_exchange(port, [b"a", b"b"]).replies == [b"1:a", b"2:b"]
-            for _, _, _, metrics in workers:  # round robin: each worker served streams
-                exported = urllib.request.urlopen(metrics, timeout=5).read().decode()
-                assert 'hyperfilter_streams_total{chain="counter",protocol="tcp"} 5.0' in exported
+            # one endpoint, every worker's streams (tests/integration/test_metrics.py: more)
+            metrics = wait_for(log_path, r"metrics on (http://\S+/metrics)").group(1)
+            time.sleep(FLUSH_SECONDS + 0.5)  # the workers hand their counts in
+            exported = urllib.request.urlopen(metrics, timeout=5).read().decode()
+            assert 'hyperfilter_streams_total{chain="counter",protocol="tcp"} 10.0' in exported
             os.kill(int(workers[1][1]), signal.SIGKILL)
             wait_for(log_path, r"worker 1 exited with -9; starting it again")
             wait_for(log_path, rf"worker 1 \(pid \d+\) listening on [\d.]+:{workers[1][2]} again")

@@ -69,6 +69,7 @@ def test_a_reused_vm_starts_from_the_snapshot(load_kvm: KvmLoader) -> None:
     made = plugin.machines_made
     again = plugin.new_sandbox()
     assert plugin.machines_made == made  # the same VM, reset
+    assert again.reused
     assert again.deliver(data(b"y")) == Replace(b"1:y")
 
 

@@ -68,7 +68,8 @@ class KvmPlugin(LoadedPlugin):
         return f"it made exit {kind:#x}, which is no host function"
 
     def new_sandbox(self) -> KvmSandbox:
-        if self._idle:
+        reused = bool(self._idle)
+        if reused:
             machine = self._idle.pop()
         else:
             try:
@@ -78,7 +79,9 @@ class KvmPlugin(LoadedPlugin):
             except OSError as exc:
                 raise VmFault(self.name, f"cannot make a VM: {exc}") from None
             self.machines_made += 1
-        return KvmSandbox(self, machine)
+        sandbox = KvmSandbox(self, machine)
+        sandbox.reused = reused
+        return sandbox
 
     def release(self, machine: Machine, *, clean: bool) -> None:
         """Take back a finished sandbox's machine: reset for the next sandbox when its guest
