@@ -20,29 +20,12 @@ from sidecar.config import load_config
 from sidecar.envoy import Envoy, HttpListener, TcpListener, Upstream, render_bootstrap
 from sidecar.metrics import verdict_name
 from sidecar.plugin_build import PLUGINS_DIR
-from sidecar.streams import Decision, StreamPlugins
+from sidecar.streams import Decision, DecisionRecorder
 from sidecar.upstreams import EchoServer, HttpUpstream
 from vmm.events import Direction, HttpForward, Replace, Respond
 
 DEMO_CONFIG = PLUGINS_DIR / "examples" / "sidecar.toml"
 SECRET = b"hunter2"
-
-
-class DecisionLog:
-    """Collects the plugins' decisions while one scenario runs."""
-
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-
-    def stream_started(self, stream: StreamPlugins) -> None:
-        pass
-
-    def decided(self, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    def take(self) -> list[Decision]:
-        taken, self.decisions = self.decisions, []
-        return taken
 
 
 def describe(decision: Decision) -> str:
@@ -196,7 +179,7 @@ SCENARIOS: list[tuple[str, Callable[[Ports], Awaitable[Outcome]]]] = [
 
 async def run_demo(console: Console) -> bool:
     config = dataclasses.replace(load_config(DEMO_CONFIG), listen="127.0.0.1:0", metrics=None)
-    log = DecisionLog()
+    log = DecisionRecorder()
     with console.status("loading the example plugins (the first load compiles them)"):
         sidecar = Sidecar(config, observers=(log,))
     console.print("plugins: " + ", ".join(f"{plugin.name} ({plugin.kind} on {plugin.tier})"

@@ -56,6 +56,25 @@ class Observer(Protocol):
     def decided(self, decision: Decision) -> None: ...
 
 
+class DecisionRecorder:
+    """An observer that keeps every decision, in order: what the demo reports and the
+    fuzzer checks."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+
+    def stream_started(self, stream: StreamPlugins) -> None:
+        pass
+
+    def decided(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def take(self) -> list[Decision]:
+        """The decisions so far, which it then forgets."""
+        taken, self.decisions = self.decisions, []
+        return taken
+
+
 class StreamFailed(Exception):
     """The stream must stop: a fail-closed plugin faulted, or its chain cannot serve it."""
 

@@ -17,7 +17,7 @@ from sidecar.config import SidecarConfig, parse_config
 from sidecar.fuzz.cases import Case
 from sidecar.fuzz.coverage import Instrumented, InstrumentError, instrument, read_counters
 from sidecar.http_session import HttpResult, HttpSession
-from sidecar.streams import Decision, StreamPlugins
+from sidecar.streams import Decision, DecisionRecorder, StreamPlugins
 from sidecar.tcp_session import ConnectionAction, TcpResult, TcpSession
 from vmm.errors import SandboxFault
 from vmm.events import StreamInfo, TcpData
@@ -57,19 +57,6 @@ def _ending(answer: TcpResult | HttpResult) -> str:
     if isinstance(answer, TcpResult):
         return answer.action.value
     return f"respond {answer.respond.status}" if answer.respond else "continue"
-
-
-class Recorder:
-    """An observer of the case's stream: every decision, in order."""
-
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-
-    def stream_started(self, stream: StreamPlugins) -> None:
-        pass
-
-    def decided(self, decision: Decision) -> None:
-        self.decisions.append(decision)
 
 
 class Target:
@@ -121,7 +108,7 @@ class Target:
             return None
 
     def run(self, case: Case) -> Outcome:
-        recorder = Recorder()
+        recorder = DecisionRecorder()
         plugins = StreamPlugins(self._chain, case.protocol, (recorder,))
         answers: list[TcpResult | HttpResult] = []
         session: TcpSession | HttpSession

@@ -13,7 +13,7 @@ from bench.attacks import CHAIN, Trial, trial
 from sidecar.app import Sidecar
 from sidecar.config import parse_config
 from tests.conftest import plugin_dir
-from tests.integration.harness import LoopThread
+from tests.integration.harness import sidecar_on_a_thread
 
 R = TypeVar("R")
 
@@ -27,19 +27,8 @@ def sidecar(compile_cache: Path) -> Iterator[Sidecar]:
     """A sidecar per test: an attack that leaves one in a bad state fails only its own test."""
     config = parse_config({"plugins": {CHAIN: {"path": str(plugin_dir("pass-through"))}},
                            "listen": "127.0.0.1:0", "cache-dir": str(compile_cache)}, Path("."))
-    loop = LoopThread()
-
-    async def start() -> Sidecar:
-        running = Sidecar(config)
-        await running.start()
-        return running
-
-    try:
-        running = loop.run(start)
+    with sidecar_on_a_thread(config) as running:
         yield running
-        loop.run(running.stop)
-    finally:
-        loop.close()
 
 
 def sandboxes_created(sidecar: Sidecar) -> float:

@@ -31,7 +31,7 @@ from sidecar.config import parse_config
 from sidecar.registry import CHAIN_METADATA_KEY
 from tests.conftest import plugin_dir
 from tests.fuzz.messages import Ending, FuzzStream, Generator
-from tests.integration.harness import LoopThread
+from tests.integration.harness import sidecar_on_a_thread
 
 STREAMS = 300  # `-m heavy`: HEAVY_STREAMS
 HEAVY_STREAMS = 3000
@@ -57,19 +57,8 @@ def sidecar(compile_cache: Path) -> Iterator[Sidecar]:
                     "redactor": str(plugin_dir("body-redactor"))},
         "chains": {"tcp": ["pass-through"], "http": ["auth", "redactor"]},
         "listen": "127.0.0.1:0", "cache-dir": str(compile_cache)}, Path("."))
-    loop = LoopThread()
-
-    async def start() -> Sidecar:
-        running = Sidecar(config)
-        await running.start()
-        return running
-
-    try:
-        running = loop.run(start)
+    with sidecar_on_a_thread(config) as running:
         yield running
-        loop.run(running.stop)
-    finally:
-        loop.close()
 
 
 def descriptors() -> dict[str, str]:

@@ -4,6 +4,7 @@ loop thread, and the Envoy binary with one listener per scenario; plus plain soc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sidecar.app import Sidecar
-from sidecar.config import parse_config
+from sidecar.config import SidecarConfig, parse_config
 from sidecar.envoy import (
     Envoy,
     HttpListener,
@@ -46,6 +47,24 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+@contextlib.contextmanager
+def sidecar_on_a_thread(config: SidecarConfig) -> Iterator[Sidecar]:
+    """A sidecar serving on its own event loop thread (no Envoy), stopped afterwards."""
+    loop = LoopThread()
+
+    async def start() -> Sidecar:
+        running = Sidecar(config)
+        await running.start()
+        return running
+
+    try:
+        running = loop.run(start)
+        yield running
+        loop.run(running.stop)
+    finally:
+        loop.close()
 
 
 @dataclass
