@@ -33,7 +33,7 @@ def seconds_of(text: str) -> float:
 
 def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: int | None,
          corpus: Path | None, property_file: Path | None, replay_file: Path | None,
-         console: Console) -> int:
+         coverage: bool, console: Console) -> int:
     try:
         budget = Budget(seconds_of(duration), events)
         properties: dict[str, Property] = load_properties(property_file) if property_file \
@@ -41,7 +41,7 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
         case = cases.load(replay_file) if replay_file is not None else None
         with console.status(f"loading {plugin_dir} on {tier} (a first load compiles it)"):
             plain = Target(plugin_dir, tier)
-            target = Target(plugin_dir, tier, coverage=case is None)
+            target = Target(plugin_dir, tier, coverage=coverage and case is None)
     except (ValueError, PropertyFileError, cases.CaseError, ConfigError,
             PluginLoadError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -51,7 +51,7 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
             return _replay(plain, case, properties, replay_file, console)
         seed = seed if seed is not None else time.time_ns() % 1_000_000
         counted = (f"{target.instrumented.counters} coverage counters" if target.instrumented
-                   else "no coverage counters (a component, or the kvm tier)")
+                   else "no coverage counters (a component, the kvm tier, or --no-coverage)")
         console.print(f"fuzzing {target.plugin.name} on {target.plugin.tier} "
                       f"({', '.join(target.protocols)} streams; {counted}), seed {seed}")
         found = fuzz(target, lambda candidate: check(plain, candidate, plain.run(candidate),
