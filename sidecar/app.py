@@ -9,12 +9,14 @@ import dataclasses
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from sidecar.admission import Admission
 from sidecar.config import Address, ConfigError, PluginEntry, SidecarConfig, TcpAddress
 from sidecar.metrics import Metrics
+from sidecar.offload import GIL_SWITCH_SECONDS
 from sidecar.registry import Registry
 from sidecar.runtime import Runtime
 from sidecar.server import SidecarServer
@@ -194,6 +196,9 @@ async def serve(sidecar: Sidecar, listen: str | None, ready: Callable[[str, int 
     """Serve until SIGTERM (drain: open streams finish within drain-seconds, then return) or
     SIGINT (stop at once, also during a drain); SIGHUP reloads from `read_config()`.
     `ready(address, metrics_port)` once listening."""
+    # A process setting, so set by the process that serves (not by the sidecars tests run
+    # in their own interpreter): see sidecar/offload.py.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     loop = asyncio.get_running_loop()
     reload_asked, drain_asked, stop_asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, reload_asked.set)

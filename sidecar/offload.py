@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -107,9 +106,8 @@ Job = tuple["asyncio.Future[Any]", Callable[[], Any]]
 
 class Offload:
     def __init__(self, loop: asyncio.AbstractEventLoop, lanes: SlowLanes) -> None:
-        """A thread per lane: one worker alone may use them all. Sets the process's GIL
-        switch interval."""
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        """A thread per lane: one worker alone may use them all. (The process that serves sets
+        the GIL switch interval: `sidecar.app.serve`.)"""
         self._loop = loop
         self._jobs: TakingTurns[Job] = TakingTurns()
         self._threads = [threading.Thread(target=self._serve, args=(lanes.holder(home),),
