@@ -29,8 +29,7 @@ from sidecar.envoy import (
     render_bootstrap,
 )
 from sidecar.logs import JsonLines, log_to_stderr
-from sidecar.plugin_build import BuildError, build_plugin
-from sidecar.plugin_new import LANGUAGES, new_plugin
+from sidecar.plugin.command import plugin_app
 from sidecar.workers import Supervisor
 from vmm.errors import PluginLoadError
 
@@ -38,7 +37,6 @@ app = typer.Typer(
     name="hyperfilter", no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False,
     help="Sandboxed WebAssembly filters for Envoy: a fresh sandbox per connection and request.")
-plugin_app = typer.Typer(no_args_is_help=True, help="Write and build plugins.")
 app.add_typer(plugin_app, name="plugin")
 console = Console(stderr=True)
 log = logging.getLogger("hyperfilter")
@@ -335,35 +333,6 @@ def envoy_config(
         sidecar_ca.resolve(), sidecar_server_name, client_cert and client_cert.resolve(),
         client_key and client_key.resolve())
     print(render_bootstrap(addresses, listeners, admin_port, tls))
-
-
-@plugin_app.command("build")
-def plugin_build(
-    directories: Annotated[list[Path], typer.Argument(help="Plugin directories.")],
-    force: Annotated[bool, typer.Option(help="Build even when the .wasm is up to date.")] = False,
-) -> None:
-    """Build plugins from source: app.py with componentize-py, *.c with zig cc."""
-    for directory in directories:
-        try:
-            with console.status(f"building {directory}"):
-                wasm, built = build_plugin(directory, force)
-        except (BuildError, PluginLoadError) as exc:
-            fail(str(exc))
-        console.print(f"{'built' if built else 'up to date'}: {wasm}")
-
-
-@plugin_app.command("new")
-def plugin_new(
-    name: Annotated[str, typer.Argument(help="Lower-case letters, digits and '-'.")],
-    lang: Annotated[str, typer.Option(help=f"One of: {', '.join(LANGUAGES)}.")] = "python",
-    directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
-) -> None:
-    """Create a plugin from a template; then `hyperfilter plugin build` it."""
-    try:
-        created = new_plugin(name, lang, directory)
-    except ValueError as exc:
-        fail(str(exc))
-    console.print(f"created {created}; build it with: hyperfilter plugin build {created}")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from sidecar.app import Sidecar
 from sidecar.config import load_config
 from sidecar.envoy import Envoy, HttpListener, TcpListener, Upstream, render_bootstrap
 from sidecar.metrics import verdict_name
-from sidecar.plugin_build import PLUGINS_DIR
+from sidecar.plugin.files import PLUGINS_DIR
 from sidecar.streams import Decision, DecisionRecorder
 from sidecar.upstreams import EchoServer, HttpUpstream
 from vmm.events import Direction, HttpForward, Replace, Respond

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.plugin_build import build_plugin
+from sidecar.plugin.build import build_plugin
 from sidecar.upstreams import RedisServer
 from vmm import kvm
 from vmm.capabilities import MetricsSink

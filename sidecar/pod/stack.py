@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.envoy import Envoy, HttpListener, TcpListener, Upstream, render_bootstrap
 from sidecar.metrics import FLUSH_SECONDS
-from sidecar.plugin_build import PLUGINS_DIR
+from sidecar.plugin.files import PLUGINS_DIR
 from sidecar.pod.netns import PodNetwork
 from sidecar.pod.services import Service
 from vmm.manifest import load_manifest

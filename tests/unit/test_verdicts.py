@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.plugin_build import plugin_world
+from sidecar.plugin.world import plugin_world
 from tests.unit.test_canonical import FlatMemory
 from vmm.capabilities.route import RouteGrant
 from vmm.errors import ManifestError

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.plugin_build import build_plugin
+from sidecar.plugin.build import build_plugin
 from tests.conftest import RecordingMetrics, loader_for, plugin_dir, skip_unless_tier_runs
 from vmm.capabilities import HostEnv, PluginLog
 from vmm.capabilities.state.memory import MemoryBackend

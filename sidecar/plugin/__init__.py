@@ -1,0 +1,1 @@
+"""Plugin authoring, what `hyperfilter plugin` runs: new, build, check, test, run."""
