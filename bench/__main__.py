@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import state, tiers
+from bench import languages, state, tiers
 from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
     SLOW_NEIGHBOURS,
@@ -93,6 +93,8 @@ def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
             "memory_per_live_sandbox": tiers.live_sandboxes(made, scale.live[0], progress),
         }
         results["shared_state_increment"] = state.increment_costs(scale.event_calls, progress)
+        results["plugin_languages"] = languages.language_rows(
+            made, scale.component_sandboxes, scale.event_calls, progress)
         if "kvm" in made:
             results["kvm_new_vm_breakdown_us"] = tiers.kvm_breakdown(made["kvm"],
                                                                      scale.sandboxes // 6)

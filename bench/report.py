@@ -150,6 +150,11 @@ TIER_TABLES = {  # workload: what a row is, columns (key, heading)
         ("sandboxes", "live sandboxes"), ("process_KiB", "KiB each, sidecar process"),
         ("machine_KiB", "KiB each, whole machine"))),
     "shared_state_increment": ("shared-state backend", _LATENCY_COLUMNS),
+    "plugin_languages": ("language, tier", (
+        ("build_s", "build s"), ("wasm_KiB", ".wasm KiB"), ("load_s", "first load s"),
+        ("sandbox_p50_us", "new sandbox p50 µs"),
+        ("sandbox_p99_us", "p99 µs"), ("event_p50_us", "event call p50 µs"),
+        ("event_p99_us", "p99 µs"), ("not_measured", "not measured"))),
 }
 
 
