@@ -16,19 +16,23 @@ system:
 	  2>/dev/null || ( echo "installing libnghttp2-14 from Debian" && $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnghttp2-14 )
 
-$(INSTALLED): pyproject.toml | system
+$(INSTALLED): pyproject.toml setup.py $(wildcard proto/*.proto) | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[plugins,dev,bench]"
 	touch $@
 
 # The kvm tier's toolchain, from Debian: wasm2c (wabt) and gcc. Without it that tier is
-# skipped, saying why; everything else works.
+# skipped, saying why; everything else works. Also Rust plugins' compiler, Debian's rustc with
+# the wasm32 standard library (any rustc with the wasm32-unknown-unknown target would do).
 toolchain:
-	@command -v wasm2c >/dev/null && command -v gcc >/dev/null || \
+	@command -v wasm2c >/dev/null && command -v gcc >/dev/null && \
+	  [ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || \
 	  ( $(SUDO) apt-get update -qq && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wabt gcc ) || \
-	  echo "note: could not install wabt and gcc; the kvm tier will be skipped"
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wabt gcc \
+	      rustc libstd-rust-dev-wasm32 ) || \
+	  echo "note: could not install wabt, gcc, rustc and libstd-rust-dev-wasm32; the kvm tier" \
+	    "will be skipped and Rust plugins will not build"
 
 # A real Redis server, from Debian: shared-state across sidecars, its tests, the pod.
 redis:
@@ -37,9 +41,19 @@ redis:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server ) || \
 	  echo "note: could not install redis-server; the tests that need it will be skipped"
 
+# JavaScript plugins' toolchain: Node from Debian, then componentize-js from npm as pinned by
+# plugins/sdk/javascript/package-lock.json (npm ci, again whenever the lock changes).
+JS_TOOLCHAIN := plugins/sdk/javascript
+$(JS_TOOLCHAIN)/node_modules/.package-lock.json: $(JS_TOOLCHAIN)/package-lock.json
+	@command -v npm >/dev/null || ( echo "installing nodejs and npm from Debian" && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm )
+	npm ci --prefix $(JS_TOOLCHAIN) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Every plugin is built from source: the examples and the ones the tests use.
-plugins: $(INSTALLED) toolchain
-	$(BIN)/hyperfilter plugin build plugins/examples/*/ tests/plugins/*/
+plugins: $(INSTALLED) toolchain $(JS_TOOLCHAIN)/node_modules/.package-lock.json
+	$(BIN)/hyperfilter plugin build --skip-missing-toolchains plugins/examples/*/ tests/plugins/*/
 
 demo: plugins
 	$(BIN)/hyperfilter demo
@@ -67,4 +81,5 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .cache plugins/examples/*/*.wasm tests/plugins/*/*.wasm
+	rm -rf $(VENV) .cache plugins/examples/*/*.wasm tests/plugins/*/*.wasm \
+	  $(JS_TOOLCHAIN)/node_modules

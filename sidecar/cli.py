@@ -21,6 +21,7 @@ from sidecar.app import EarlyReload, Sidecar, log_plugins
 from sidecar.app import serve as serve_forever
 from sidecar.config import LOG_FORMATS, ConfigError, SidecarConfig, load_config, parse_address
 from sidecar.envoy import (
+    FULL_DUPLEX,
     HttpListener,
     Listener,
     SidecarTls,
@@ -306,17 +307,27 @@ def envoy_config(
     admin_port: Annotated[int, typer.Option(help="Envoy's admin port.")] = 9901,
     request_body_mode: Annotated[str, typer.Option(help="HTTP request body mode.")] = "NONE",
     response_body_mode: Annotated[str, typer.Option(help="HTTP response body mode.")] = "NONE",
+    inspect_tls: Annotated[bool, typer.Option(
+        help="TCP listeners read the TLS server name (SNI) for the plugins' stream info; a "
+             "protocol where the server speaks first then waits 15 s for nothing.")] = False,
 ) -> None:
     """Print an Envoy bootstrap attaching Envoy to a sidecar."""
     listeners: list[Listener] = []
     for spec in tcp or ():
         port, chain, upstream = _listener_spec(spec)
-        listeners.append(TcpListener(f"tcplistener-{port}", chain, upstream, port))
+        listeners.append(TcpListener(f"tcplistener-{port}", chain, upstream, port,
+                                     inspect_tls=inspect_tls))
+    # Envoy asks for trailers to be sent in full-duplex mode.
+    trailers = "SEND" if FULL_DUPLEX in (request_body_mode, response_body_mode) else "SKIP"
     for spec in http or ():
         port, chain, upstream = _listener_spec(spec)
-        listeners.append(HttpListener(f"httplistener-{port}", chain, upstream, port,
-                                      request_body_mode=request_body_mode,
-                                      response_body_mode=response_body_mode))
+        try:
+            listeners.append(HttpListener(f"httplistener-{port}", chain, upstream, port,
+                                          request_body_mode=request_body_mode,
+                                          response_body_mode=response_body_mode,
+                                          trailer_mode=trailers))
+        except ValueError as exc:
+            fail(f"--http {spec}: {exc}")
     if not listeners:
         fail("give at least one --tcp or --http listener")
     addresses = sidecar or ["127.0.0.1:50051"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+
 from sidecar.config import TcpAddress, UnixAddress, parse_address
 from sidecar.http2 import MAX_CONCURRENT_STREAMS
 
@@ -52,7 +54,27 @@ class TcpListener(ExtProcListener):
     # sending 1 MiB each at once, two cores) a message queues behind the others' data for
     # over a second, measured; a stuck plugin is stopped far sooner by its own cpu-ms.
     message_timeout: str = "5s"
+    # Envoy's tls_inspector (tls-inspector.yaml), so that on-open gets the TLS server name;
+    # not for protocols where the server speaks first.
+    inspect_tls: bool = False
     template = "tcp-listener.yaml"
+
+    @property
+    def listener_filters(self) -> str:
+        """Lines the template puts after the listener's address."""
+        return "\n" + _block(_fill("tls-inspector.yaml"), "  ") if self.inspect_tls else ""
+
+
+# Envoy's names for the body modes (ext_proc ProcessingMode.BodySendMode), from its protos.
+BODY_MODES = tuple(ProcessingMode.BodySendMode.keys())
+FULL_DUPLEX = "FULL_DUPLEX_STREAMED"
+
+
+def check_body_mode(mode: str, what: str = "body mode") -> None:
+    """ValueError naming `mode` when Envoy has no such body mode: refused here, not when
+    Envoy reads the bootstrap."""
+    if mode not in BODY_MODES:
+        raise ValueError(f"{what} {mode!r} is not one of Envoy's: {', '.join(BODY_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,14 @@ class HttpListener(ExtProcListener):
     response_body_mode: str = "NONE"
     trailer_mode: str = "SKIP"
     template = "http-listener.yaml"
+
+    def __post_init__(self) -> None:
+        for what in ("request_body_mode", "response_body_mode"):
+            mode = getattr(self, what)
+            check_body_mode(mode, what.replace("_", " "))
+            if mode == FULL_DUPLEX and self.trailer_mode != "SEND":
+                raise ValueError(f"{what.replace('_', ' ')} {FULL_DUPLEX} needs trailer mode "
+                                 "SEND (Envoy requires it)")
 
 
 @dataclass(frozen=True)
@@ -146,6 +176,7 @@ def render_bootstrap(sidecars: Sequence[SidecarAddress], listeners: Sequence[Lis
     when `tls` is given."""
     listener_text = "\n".join(
         _block(_fill(listener.template, upstream_cluster=listener.upstream.cluster,
+                     listener_filters=getattr(listener, "listener_filters", ""),
                      **{f.name: getattr(listener, f.name) for f in dataclasses.fields(listener)
                         if f.name != "upstream"}), "  ")
         for listener in listeners)

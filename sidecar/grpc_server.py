@@ -1,9 +1,9 @@
 """gRPC over sidecar/http2.py: length-prefixed messages, routing by method path, status
 trailers, and the standard health service.
 
-Handlers are synchronous: a message in, at most one message out, called from the connection's
-`data_received`. Everything the sidecar does per message is synchronous anyway (a plugin call),
-so there is no coroutine, queue or thread hop per message.
+Handlers are synchronous: a message in, the messages answering it out (usually one, or none),
+called from the connection's `data_received`. Everything the sidecar does per message is
+synchronous anyway (a plugin call), so there is no coroutine, queue or thread hop per message.
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ class GrpcError(Exception):
         self.status = status
 
 
-Answer = bytes | None
+Answer = bytes | tuple[bytes, ...] | None  # one response message, several in order, or none
 
 
 class CallHandler(Protocol):
     def message(self, payload: bytes) -> Answer | asyncio.Future[Answer]:
-        """One request message; the response message, None for none, or a future of either
-        (work done off the event loop): the call takes its next message once it is done."""
+        """One request message; the response message (or a tuple of them), None for none, or
+        a future of these (work done off the event loop): the call takes its next message
+        once it is done."""
 
     def close(self) -> None:
         """The call is over: the client ended it, reset it, or went away."""
@@ -157,7 +158,10 @@ class Call:
             self._answer(answer, size)
 
     def _answer(self, answer: Answer, size: int) -> None:
-        if answer is not None:
+        if isinstance(answer, tuple):
+            for response in answer:
+                self._send(response)
+        elif answer is not None:
             self._send(answer)
         self._connection.consumed(self._stream, size)
 

@@ -20,8 +20,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf.message import DecodeError
 
+from sidecar.attributes import stream_info
 from sidecar.grpc_metadata import Metadata, StreamSetup, open_stream
-from sidecar.grpc_server import GrpcError, Status
+from sidecar.grpc_server import Answer, GrpcError, Status
 from sidecar.http_session import HttpMessage, HttpResult, HttpSession
 from sidecar.offload import StreamWork
 from vmm.events import (
@@ -31,7 +32,6 @@ from vmm.events import (
     HttpHeaders,
     HttpTrailers,
     Mutation,
-    StreamInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 FULL_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 _KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_ATTRIBUTES = ("source.address", "destination.address")
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND
 
 
@@ -79,16 +78,6 @@ def immediate_response(result: HttpResult) -> pb.ProcessingResponse:
         status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
         headers=header_mutation(result.respond.headers),
         body=result.respond.body, details=result.details))
-
-
-def stream_info(request: pb.ProcessingRequest, metadata: Metadata) -> StreamInfo:
-    """Addresses from the attributes Envoy sends (`request_attributes`), and the metadata."""
-    found = {}
-    for struct in request.attributes.values():
-        for name in _ATTRIBUTES:
-            if name in struct.fields:
-                found[name] = struct.fields[name].string_value
-    return StreamInfo(found.get(_ATTRIBUTES[0], ""), found.get(_ATTRIBUTES[1], ""), metadata)
 
 
 class Part(enum.Enum):
@@ -212,19 +201,19 @@ class HttpExtProcCall:
         self._stream: HttpStream | None = None
         self._work: StreamWork | None = None
 
-    def message(self, payload: bytes) -> bytes | asyncio.Future[bytes | None] | None:
+    def message(self, payload: bytes) -> Answer | asyncio.Future[Answer]:
         try:
             request = pb.ProcessingRequest.FromString(payload)
         except DecodeError:
             raise GrpcError(Status.INVALID_ARGUMENT, "not a ProcessingRequest") from None
         if self._stream is None or self._work is None:
             plugins, metadata = open_stream(self._setup, self._headers, "http")
-            self._stream = HttpStream(HttpSession(plugins, stream_info(request, metadata)),
-                                      request)
+            info = stream_info(request.attributes, metadata)
+            self._stream = HttpStream(HttpSession(plugins, info), request)
             self._work = self._setup.offload.stream(plugins)
         stream = self._stream
 
-        def answer() -> bytes | None:
+        def answer() -> Answer:
             response = stream.respond(request)
             return None if response is None else response.SerializeToString()
 

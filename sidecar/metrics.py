@@ -46,7 +46,8 @@ EVENT_BUCKETS = (5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3
 CREATION_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
                     50e-3)
 _VERDICT_NAMES = {"Forward": "forward", "Replace": "replace", "Close": "close",
-                  "Reset": "reset", "HttpForward": "forward", "Respond": "respond"}
+                  "Reset": "reset", "Answer": "answer", "AnswerAndClose": "answer-and-close",
+                  "HttpForward": "forward", "Respond": "respond"}
 K = TypeVar("K", bound=Hashable)
 
 

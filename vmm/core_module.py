@@ -1,6 +1,7 @@
 """What a core-module plugin must be: the world's canonical-ABI lowering, importing nothing but
-granted capabilities. Every tier runs this check before it compiles or links anything; after
-it, calls with the world's core types are safe without per-call type checks."""
+granted capabilities and the WASI preview 1 functions that vmm/wasi_preview1.py answers (all
+denying). Every tier runs this check before it compiles or links anything; after it, calls
+with the world's core types are safe without per-call type checks."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from vmm.events import kinds_of
 from vmm.grants import grant_for
 from vmm.input_area import INPUT_AREA_EXPORT
 from vmm.manifest import Manifest
+from vmm.wasi_preview1 import COMMAND_START, FUNCTIONS, INITIALIZE, WASI_MODULE, WasiFunction
 from vmm.wasm_types import FuncSig, GlobalSig, MemorySig, WasmFormatError, read_module_types
 from vmm.world import EXPORTS, Export
 
 REALLOC = "cabi_realloc"
 REALLOC_TYPES = (["i32", "i32", "i32", "i32"], ["i32"])
 POST_RETURN_TYPES: tuple[list[str], list[str]] = (["i32"], [])
+NO_TYPES: tuple[list[str], list[str]] = ([], [])
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class CoreModule:
     handlers: dict[type, Handler]  # by event type, only for the events the manifest wants
     memory: MemorySig
     has_input_area: bool
+    wasi: tuple[WasiFunction, ...] = ()  # the WASI preview 1 functions it imports
+    initialize: bool = False  # a reactor: `_initialize` runs once per instance, first
 
 
 def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
@@ -59,7 +64,10 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
     except WasmFormatError as exc:
         raise NotWasmError(name, f"{manifest.wasm} cannot be read: {exc}") from None
     imports = tuple(_check_import(manifest, item.module, item.name, item.sig)
-                    for item in types.imports)
+                    for item in types.imports if item.module != WASI_MODULE)
+    # Go imports some WASI functions more than once (from its runtime and its syscall package).
+    wasi = tuple(dict.fromkeys(_check_wasi_import(name, item.name, item.sig)
+                               for item in types.imports if item.module == WASI_MODULE))
     exports = types.exports
     memory = exports.get("memory")
     if not isinstance(memory, MemorySig):
@@ -78,7 +86,32 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
         if has_post:
             _check_func(name, exports, export.post_return_name, POST_RETURN_TYPES)
         handlers[event_type] = Handler(export, has_post)
-    return CoreModule(imports, handlers, memory, area is not None)
+    return CoreModule(imports, handlers, memory, area is not None, wasi,
+                      _is_reactor(name, exports))
+
+
+def _check_wasi_import(plugin: str, name: str, sig: object) -> WasiFunction:
+    function = FUNCTIONS.get(name)
+    if function is None:
+        raise WorldMismatchError(plugin, f"imports {WASI_MODULE}#{name}, which is no WASI "
+                                         "preview 1 function the host provides")
+    expected = (list(function.params), list(function.results))
+    if not isinstance(sig, FuncSig) or not sig.matches(expected):
+        raise WorldMismatchError(plugin, f"imports {WASI_MODULE}#{name} with the wrong type; "
+                                         f"WASI's is {expected}")
+    return function
+
+
+def _is_reactor(plugin: str, exports: Mapping[str, object]) -> bool:
+    """Whether the module has a reactor's `_initialize`; a command's `_start` is refused."""
+    if INITIALIZE in exports:
+        _check_func(plugin, exports, INITIALIZE, NO_TYPES)
+        return True
+    if COMMAND_START in exports:
+        raise WorldMismatchError(plugin, f"exports {COMMAND_START}: a WASI command, which runs "
+                                         "once and exits; a plugin is a reactor, called for "
+                                         "each event (Go: build with -buildmode=c-shared)")
+    return False
 
 
 def _check_import(manifest: Manifest, interface: str, name: str,

@@ -65,6 +65,13 @@ class PluginTrap(SandboxFault):
     cause = "trapped"
 
 
+class PluginError(PluginTrap):
+    """The plugin's own code failed and its SDK said why before stopping it: an exception in
+    a hook, a verdict of a type the world cannot carry (the Python SDK)."""
+
+    cause = "failed"
+
+
 class CpuLimitExceeded(SandboxFault):
     """The plugin ran past its CPU time bound for one event."""
 

@@ -23,6 +23,7 @@ class Direction(enum.IntEnum):
 class StreamInfo:
     source_address: str = ""
     destination_address: str = ""
+    server_name: str = ""  # the TLS SNI, where Envoy knows it
     metadata: tuple[tuple[str, str], ...] = ()
 
 
@@ -68,7 +69,21 @@ class Reset:
     """Drop the bytes and reset the connection."""
 
 
-TcpVerdict = Forward | Replace | Close | Reset
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Drop the bytes and send these toward the client; the connection stays open."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAndClose:
+    """Drop the bytes, send these toward the client, then close the connection with FIN."""
+
+    data: bytes
+
+
+TcpVerdict = Forward | Replace | Close | Reset | Answer | AnswerAndClose
 
 # --- HTTP ------------------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from vmm.capabilities.route import METHOD_HEADER, ROUTING_HEADERS, RouteGrant
 from vmm.errors import InvalidVerdict, UnacceptableVerdict, UngrantedMutation, VerdictTooLarge
 from vmm.events import (
+    Answer,
+    AnswerAndClose,
     Close,
     Direction,
     Event,
@@ -238,8 +240,8 @@ def _check_respond(respond: Respond, rules: VerdictRules) -> None:
 
 
 _TCP_EVENTS = (TcpOpen, TcpData)
-_VERDICT_PROTOCOL = {Forward: "tcp", Replace: "tcp", Close: "tcp", Reset: "tcp",
-                     HttpForward: "http", Respond: "http"}
+_VERDICT_PROTOCOL = {Forward: "tcp", Replace: "tcp", Close: "tcp", Reset: "tcp", Answer: "tcp",
+                     AnswerAndClose: "tcp", HttpForward: "http", Respond: "http"}
 
 
 def check_verdict(event: Event, verdict: Verdict | None, rules: VerdictRules) -> Verdict | None:
@@ -251,7 +253,7 @@ def check_verdict(event: Event, verdict: Verdict | None, rules: VerdictRules) ->
     if protocol != ("tcp" if event_type in _TCP_EVENTS else "http"):
         raise VerdictProblem(
             f"{type(verdict).__name__} is not a verdict for {event_type.__name__}")
-    if isinstance(verdict, Replace):
+    if isinstance(verdict, Replace | Answer | AnswerAndClose):
         check_size(len(verdict.data), 0, rules.max_bytes)
     elif isinstance(verdict, HttpForward) and not verdict.mutation.is_empty:
         if verdict.mutation.body is not None and event_type in (HttpOpen, HttpTrailers):

@@ -36,6 +36,8 @@ from vmm.events import (
     FORWARD,
     HTTP_FORWARD,
     RESET,
+    Answer,
+    AnswerAndClose,
     HttpBody,
     HttpForward,
     HttpHeaders,
@@ -54,17 +56,17 @@ from vmm.events import (
 from vmm.verdicts import check_entries, check_header_bytes, check_size
 
 DIRECTION = Enum("inbound", "outbound")
-STREAM_INFO = Record(STRING, STRING, List(Tuple(STRING, STRING)))
+STREAM_INFO = Record(STRING, STRING, STRING, List(Tuple(STRING, STRING)))
 FIELDS = List(Tuple(STRING, BYTES))
-TCP_VERDICT = Variant(None, BYTES, None, None)
-TCP_VERDICT_CASES = ("forward", "replace", "close", "reset")
+TCP_VERDICT = Variant(None, BYTES, None, None, BYTES, BYTES)
+TCP_VERDICT_CASES = ("forward", "replace", "close", "reset", "answer", "answer-and-close")
 MUTATION = Record(FIELDS, List(STRING), Option(BYTES))
 MUTATION_FIELDS = ("set-headers", "remove-headers", "body")
 IMMEDIATE_RESPONSE = Record(U16, FIELDS, BYTES)
 IMMEDIATE_RESPONSE_FIELDS = ("status", "headers", "body")
 HTTP_VERDICT = Variant(MUTATION, IMMEDIATE_RESPONSE)
 HTTP_VERDICT_CASES = ("forward", "respond")
-STREAM_INFO_FIELDS = ("source-address", "destination-address", "metadata")
+STREAM_INFO_FIELDS = ("source-address", "destination-address", "server-name", "metadata")
 
 TYPES_INTERFACE = interface_id("types")
 
@@ -105,7 +107,7 @@ class Export:
 # pointer, first length, second pointer, second length), allocated before the strings, packed
 # here and written in one piece instead of four writes a pair.
 _PAIR_RECORD = struct.Struct("<IIII")
-_METADATA = STREAM_INFO.fields[2]
+_METADATA = STREAM_INFO.fields[3]
 assert isinstance(_METADATA, List) and FIELDS.stride == _METADATA.stride == _PAIR_RECORD.size
 
 
@@ -128,6 +130,7 @@ def _lower_open(mem: Memory, event: TcpOpen | HttpOpen) -> Sequence[int]:
     info = event.info
     return (*lower_buffer(mem, info.source_address.encode("utf-8")),
             *lower_buffer(mem, info.destination_address.encode("utf-8")),
+            *lower_buffer(mem, info.server_name.encode("utf-8")),
             *_lower_pairs(mem, info.metadata, text_values=True))
 
 
@@ -155,20 +158,24 @@ def _lower_nothing(mem: Memory, event: TcpClose) -> Sequence[int]:
     return ()
 
 
-_TCP_VERDICTS: tuple[TcpVerdict | None, ...] = (FORWARD, None, CLOSE, RESET)
-# tcp-verdict in memory: tag u8 @0, replace's list<u8> (pointer, length) @4: read as one.
+# tcp-verdict cases by tag: the verdict itself, or the type that wraps the case's bytes.
+_TCP_VERDICTS: tuple[TcpVerdict | type[Replace | Answer | AnswerAndClose], ...] = (
+    FORWARD, Replace, CLOSE, RESET, Answer, AnswerAndClose)
+assert len(_TCP_VERDICTS) == len(TCP_VERDICT_CASES) == len(TCP_VERDICT.cases)
+# tcp-verdict in memory: tag u8 @0, a case's list<u8> (pointer, length) @4: read as one.
 _TCP_VERDICT_LAYOUT = struct.Struct("<B3xII")
 assert (TCP_VERDICT.size, TCP_VERDICT.payload_offset) == (_TCP_VERDICT_LAYOUT.size, 4)
 
 
 def _lift_tcp(mem: Memory, raw: int | None, max_bytes: int) -> TcpVerdict:
     tag, ptr, length = _TCP_VERDICT_LAYOUT.unpack(mem.read((raw or 0) & 0xFFFFFFFF, 12))
-    if tag == 1:
+    if tag >= len(_TCP_VERDICTS):
+        raise AbiError(f"variant tag {tag} is out of range ({len(_TCP_VERDICTS)} cases)")
+    verdict = _TCP_VERDICTS[tag]
+    if isinstance(verdict, type):
         check_size(length, 0, max_bytes)
-        return Replace(mem.read(ptr, length))
-    if tag < len(_TCP_VERDICTS):
-        return _TCP_VERDICTS[tag]  # type: ignore[return-value]
-    raise AbiError(f"variant tag {tag} is out of range (4 cases)")
+        return verdict(mem.read(ptr, length))
+    return verdict
 
 
 # http-verdict in memory, 32 bytes: tag u8 @0, then forward's mutation @4: set-headers
@@ -256,9 +263,8 @@ EXPORTS: dict[type, Export] = {
 
 
 def tcp_verdict(case: int, payload: Any) -> TcpVerdict:
-    if case == 1:
-        return Replace(payload)
-    return _TCP_VERDICTS[case]  # type: ignore[return-value]
+    verdict = _TCP_VERDICTS[case]
+    return verdict(bytes(payload)) if isinstance(verdict, type) else verdict
 
 
 def fields(items: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:

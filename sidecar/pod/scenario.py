@@ -50,6 +50,8 @@ HTTP_TRIGGERS = ("loop", "trap")
 STEP_SECONDS = 60.0  # the longest any one step waits for the client threads
 CANARY = ("pod:canary", b"still here")
 SEGMENT_GAP_SECONDS = 0.1
+# The redis-firewall's error reply for a refused command ("-ERR FLUSHALL is not allowed").
+FIREWALL_REFUSAL = "is not allowed"
 T = TypeVar("T")
 
 
@@ -257,12 +259,13 @@ class Scenario:
         closed = [name for name, refused in tried if refused]
         self._check("firewall-refuses", "forbidden Redis commands are refused",
                     len(closed) == len(tried) and kept == CANARY[1],
-                    f"connection closed on: {', '.join(closed) or 'none'} of {len(tried)}; "
+                    f"refused: {', '.join(closed) or 'none'} of {len(tried)}; "
                     f"the data survived: GET {CANARY[0]} → {kept!r}")
 
     def _refused(self, *segments: bytes) -> bool:
-        """Whether the connection was closed instead of the command answered. Segments are
-        sent apart, so that each is its own data event."""
+        """Whether the command was refused instead of answered by Redis: the firewall's error
+        reply, or the connection closed. Segments are sent apart, so that each is its own
+        data event."""
         connection = self.outside.redis(ENVOY_REDIS_PORT)
         try:
             for n, segment in enumerate(segments):
@@ -272,8 +275,8 @@ class Scenario:
             connection.reply()
         except (ConnectionError, TimeoutError):
             return True
-        except RedisError:
-            return False
+        except RedisError as error:
+            return FIREWALL_REFUSAL in str(error)
         finally:
             connection.close()
         return False

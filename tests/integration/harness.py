@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,10 +71,11 @@ def sidecar_on_a_thread(config: SidecarConfig) -> Iterator[Sidecar]:
 @dataclass
 class StackSpec:
     """Plugins by instance name (a plugin directory name, or a table as in the sidecar's
-    configuration), chains, and listeners: TCP ones by chain, HTTP ones with their options."""
+    configuration), chains, and listeners: TCP ones by chain (or chain and options), HTTP ones
+    with their options."""
 
     plugins: Mapping[str, str | dict[str, Any]]
-    tcp: Mapping[str, str] = field(default_factory=dict)
+    tcp: Mapping[str, str | tuple[str, dict[str, Any]]] = field(default_factory=dict)
     http: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     chains: Mapping[str, list[str]] = field(default_factory=dict)
     default_failure_policy: str = "fail-closed"
@@ -108,8 +110,9 @@ class Stack:
             self.web = HttpUpstream()
             web = Upstream("127.0.0.1", self.web.start())
             listeners: list[Listener] = []
-            for name, chain in self.spec.tcp.items():
-                listeners.append(TcpListener(name, chain, echo))
+            for name, entry in self.spec.tcp.items():
+                chain, options = (entry, {}) if isinstance(entry, str) else entry
+                listeners.append(TcpListener(name, chain, echo, **options))
             for name, (chain, options) in self.spec.http.items():
                 listeners.append(HttpListener(name, chain, web, **options))
             self.envoy = Envoy(render_bootstrap([str(self.sidecar.address)], listeners,
@@ -146,6 +149,16 @@ def stack_per_tier(spec: StackSpec, tier: str, cache_dir: Path) -> Iterator[Stac
     skip_unless_tier_runs(tier)
     with Stack(spec, cache_dir, tier) as running:
         yield running
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition` holds within `seconds` (asked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 # --- clients ----------------------------------------------------------------------------------
@@ -217,3 +230,47 @@ def chunked_request(port: int, path: str, chunks: list[bytes],
         response.begin()
         return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()},
                          response.read())
+
+
+class LineClient:
+    """A plain TCP client that reads what it is sent piece by piece: lines, or all until the
+    connection ends."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self._buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def line(self) -> bytes:
+        """The next line, "\\r\\n" included; b"" if the connection ends first."""
+        while b"\r\n" not in self._buffer:
+            chunk = self.socket.recv(65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def rest(self) -> tuple[bytes, str]:
+        """Everything until the connection ends, and how it ended: "closed" (FIN), "reset"
+        (RST) or "open" (nothing more within the timeout)."""
+        data, self._buffer = self._buffer, b""
+        try:
+            while chunk := self.socket.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            return data, "reset"
+        except TimeoutError:
+            return data, "open"
+        return data, "closed"
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,15 +4,20 @@ every session and sandbox they held; a new Envoy's connections are filtered agai
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecar.envoy import Envoy
 from tests.conftest import TIERS
-from tests.integration.harness import Stack, StackSpec, stack_per_tier, tcp_exchange
+from tests.integration.harness import (
+    Stack,
+    StackSpec,
+    stack_per_tier,
+    tcp_exchange,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 OPEN_STREAMS = 100
@@ -23,15 +28,6 @@ RELEASE_SECONDS = 10.0  # the longest the sidecar may take to notice and release
 def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
     spec = StackSpec(plugins={"counter": "counter"}, tcp={"counter": "counter"})
     yield from stack_per_tier(spec, request.param, compile_cache)
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_killed_envoy_leaves_no_session_or_sandbox_behind(stack: Stack) -> None:

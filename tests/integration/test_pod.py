@@ -75,7 +75,8 @@ def test_make_pod_shows_every_verdict_and_tears_down(can_make_a_pod: None,
     # the sidecar's own counts, scraped from both workers' metrics
     sidecar = result["sidecar"]
     verdicts, faults = sidecar["verdicts"], sidecar["faults"]
-    assert verdicts["redis-firewall"]["close"] >= 4  # FLUSHALL, CONFIG, inline, split
+    # FLUSHALL, CONFIG, inline, split: each answered -ERR, then closed
+    assert verdicts["redis-firewall"]["answer-and-close"] >= 4
     assert verdicts["redis-firewall"]["forward"] > 100
     assert verdicts["http-auth"]["respond"] == 2  # no key, a wrong key
     assert verdicts["http-rate-limit"]["respond"] == result["rate_limit"]["limited"] > 0

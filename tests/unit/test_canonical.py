@@ -82,7 +82,7 @@ def test_layouts_follow_the_canonical_abi() -> None:
 
 
 def test_flattening_decides_between_flat_values_and_memory() -> None:
-    assert STREAM_INFO.flat == ("i32",) * 6
+    assert STREAM_INFO.flat == ("i32",) * 8
     on_data = EXPORTS[next(t for t in EXPORTS if t.__name__ == "TcpData")]
     assert on_data.signature.core_export() == (["i32"] * 4, ["i32"])
     assert on_data.core_name == "hyperfilter:plugin/tcp-filter@0.1.0#on-data"
@@ -107,10 +107,11 @@ def test_values_round_trip_through_memory() -> None:
 def test_flat_lowering_allocates_each_string_separately() -> None:
     """A plugin's allocator may free each string on its own; they must not share a block."""
     mem = FlatMemory()
-    flat = STREAM_INFO.lower_flat(mem, ("10.0.0.1:5000", "10.0.0.2:80", [("k", "v")]))
-    assert len(flat) == 6
-    assert STREAM_INFO.lift_flat(mem, iter(flat)) == ("10.0.0.1:5000", "10.0.0.2:80", [("k", "v")])
-    assert len(mem.allocations) == 5  # two addresses, the list array, its key and its value
+    info = ("10.0.0.1:5000", "10.0.0.2:80", "db.example", [("k", "v")])
+    flat = STREAM_INFO.lower_flat(mem, info)
+    assert len(flat) == 8
+    assert STREAM_INFO.lift_flat(mem, iter(flat)) == info
+    assert len(mem.allocations) == 6  # two addresses, the name, the list array, its key, value
 
 
 def test_empty_lists_are_null_with_zero_length() -> None:
@@ -186,7 +187,8 @@ def test_an_http_verdict_at_the_end_of_memory_is_refused_the_same_way() -> None:
         EXPORTS[HttpHeaders].lift(memory, 1024 - 8, len(memory.data))
 
 
-INFO = StreamInfo("10.0.0.1:5000", "", (("x-hyperfilter-chain", "c"), ("x-t\u00e9", "")))
+INFO = StreamInfo("10.0.0.1:5000", "", "d\u00e9.example",
+                  (("x-hyperfilter-chain", "c"), ("x-t\u00e9", "")))
 
 
 @pytest.mark.parametrize(("event", "generic"), [
@@ -196,8 +198,9 @@ INFO = StreamInfo("10.0.0.1:5000", "", (("x-hyperfilter-chain", "c"), ("x-t\u00e
                                                               0]),
     (TcpOpen(INFO), lambda m: STREAM_INFO.lower_flat(m, (INFO.source_address,
                                                          INFO.destination_address,
+                                                         INFO.server_name,
                                                          list(INFO.metadata)))),
-    (HttpOpen(StreamInfo()), lambda m: STREAM_INFO.lower_flat(m, ("", "", []))),
+    (HttpOpen(StreamInfo()), lambda m: STREAM_INFO.lower_flat(m, ("", "", "", []))),
 ])
 def test_events_are_lowered_as_the_generic_lowering_does(event: Event,
                                                          generic: Callable) -> None:

@@ -11,11 +11,13 @@ import pytest
 from sidecar.http_session import FAILURE_RESPONSE, HttpSession, apply_headers
 from sidecar.registry import Chain, ChainLink
 from sidecar.streams import StreamPlugins
-from sidecar.tcp_session import ConnectionAction, TcpSession
+from sidecar.tcp_session import ConnectionAction, TcpResult, TcpSession
 from vmm.errors import PluginTrap
 from vmm.events import (
     FORWARD,
     HTTP_FORWARD,
+    Answer,
+    AnswerAndClose,
     Close,
     Direction,
     Event,
@@ -130,6 +132,38 @@ def test_open_verdicts_prefix_upstream_data_or_refuse() -> None:
     assert session.data(IN, b"again", False).data == b"again|"
     refuse = tcp(fake("deny", lambda e: Reset() if isinstance(e, TcpOpen) else FORWARD))
     assert refuse.data(IN, b"hi", False).action is ConnectionAction.RESET
+
+
+def test_answers_go_to_the_client_and_the_bytes_no_further() -> None:
+    later = fake("later", tag(b"!"))
+    answering = fake("refuser", lambda e: Answer(b"-ERR " + e.data)
+                     if isinstance(e, TcpData) and e.data.startswith(b"BAD") else FORWARD)
+    session = tcp(fake("first", tag(b"1")), answering, later)
+    assert session.data(IN, b"BAD", False) == TcpResult(b"", to_client=b"-ERR BAD1")
+    assert not [e for e in later.seen if isinstance(e, TcpData)]
+    assert session.data(IN, b"ok", False) == TcpResult(b"ok1!")  # the connection goes on
+    # outbound: the answer replaces the upstream's bytes, past the plugins nearer the client
+    assert session.data(OUT, b"BAD", False) == TcpResult(b"", to_client=b"-ERR BAD!")
+    bye = tcp(fake("bye", lambda e: AnswerAndClose(b"bye") if isinstance(e, TcpData)
+                   else FORWARD))
+    assert bye.data(IN, b"x", False) == TcpResult(b"", ConnectionAction.CLOSE, b"bye")
+
+
+def test_open_answers_greet_the_client_before_anything_else() -> None:
+    greeter = fake("greeter", lambda e: Answer(b"220 hi\r\n") if isinstance(e, TcpOpen)
+                   else FORWARD)
+    second = fake("second", lambda e: Answer(b"(2)") if isinstance(e, TcpOpen) else FORWARD)
+    session = tcp(greeter, second)
+    assert session.data(IN, b"EHLO", False) == TcpResult(b"EHLO", to_client=b"220 hi\r\n(2)")
+    assert session.data(IN, b"MAIL", False) == TcpResult(b"MAIL")  # only once
+    upstream_first = tcp(greeter)
+    assert upstream_first.data(OUT, b"+OK", False) == TcpResult(b"+OK", to_client=b"220 hi\r\n")
+    closing = tcp(greeter, fake("no", lambda e: AnswerAndClose(b"full\r\n")
+                                if isinstance(e, TcpOpen) else FORWARD), later := fake(
+                                    "later", tag(b"!")))
+    assert closing.data(IN, b"x", False) == TcpResult(b"", ConnectionAction.CLOSE,
+                                                       b"220 hi\r\nfull\r\n")
+    assert not later.seen  # its on-open never ran: the connection was refused before
 
 
 def test_fail_open_drops_the_plugin_and_the_data_flows() -> None:

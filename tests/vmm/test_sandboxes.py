@@ -32,6 +32,8 @@ from vmm.errors import (
 )
 from vmm.events import (
     FORWARD,
+    Answer,
+    AnswerAndClose,
     Close,
     Direction,
     Event,
@@ -276,13 +278,14 @@ def test_an_input_area_outside_memory_is_refused(tmp_path: Path, load: Loader, w
 
 
 PROBE_EVENTS: list[Event] = [
-    TcpOpen(StreamInfo("10.0.0.1:5000", "10.0.0.2:80", (("x-hyperfilter-chain", "c"),
-                                                        ("x-tenant", "ünïcode")))),
+    TcpOpen(StreamInfo("10.0.0.1:5000", "10.0.0.2:80", "db.example", (("x-hyperfilter-chain", "c"),
+                                                                     ("x-tenant", "ünïcode")))),
     TcpOpen(StreamInfo()),
     TcpData(IN, b"pass", False), TcpData(IN, b"close", False), TcpData(OUT, b"reset", True),
+    TcpData(IN, b"answer", False), TcpData(OUT, b"bye", True),
     TcpData(IN, b"", True), TcpData(OUT, bytes(range(256)), False),
     TcpClose(),
-    HttpOpen(StreamInfo("[::1]:1", "[::1]:2", ())),
+    HttpOpen(StreamInfo("[::1]:1", "[::1]:2")),
     HttpHeaders(IN, ((":path", b"/a"), ("x-drop-me", b"1"), ("accept", b"*/*"),
                      ("x-bin", b"\tvalue \x80\xff")), True),
     HttpHeaders(OUT, (), False),
@@ -318,7 +321,8 @@ def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader,
     for event, (from_core, from_plain, from_component) in zip(PROBE_EVENTS, verdicts,
                                                                 strict=True):
         assert from_core == from_plain == from_component, event
-    assert {type(v) for v, *_ in verdicts} == {Forward, Replace, Close, Reset, HttpForward,
-                                              Respond, type(None)}  # every case was exercised
-    assert verdicts[0][0] == Replace("10.0.0.1:5000|10.0.0.2:80|x-hyperfilter-chain=c;"
-                                     "x-tenant=ünïcode;".encode())
+    assert {type(v) for v, *_ in verdicts} == {Forward, Replace, Close, Reset, Answer,
+                                              AnswerAndClose, HttpForward, Respond,
+                                              type(None)}  # every case was exercised
+    assert verdicts[0][0] == Replace("10.0.0.1:5000|10.0.0.2:80|db.example|"
+                                     "x-hyperfilter-chain=c;x-tenant=ünïcode;".encode())

@@ -49,14 +49,17 @@ class PluginLog:
         self._tokens -= 1
         return True
 
-    def log(self, level: int, message: str) -> None:
+    def log(self, level: int, message: str, *more_lines: str) -> None:
+        """`more_lines` make one message of several (a traceback) at the cost of one, each
+        line indented: none passes for a line of the log's own."""
         if not self._take():
             self.dropped += 1
             return
         if self.dropped:
             self.logger.warning("%d messages dropped by the log rate limit", self.dropped)
             self.dropped = 0
-        self.logger.log(_PY_LEVELS[level], "%s", _sanitise(message))
+        text = _sanitise(message) + "".join(f"\n    {_sanitise(line)}" for line in more_lines)
+        self.logger.log(_PY_LEVELS[level], "%s", text)
 
 
 class OutputLines:

@@ -4,8 +4,10 @@ Exports the host calls are numbered (`GuestFunctions`): the host puts a number a
 in the mailbox, the glue's `hf_dispatch` calls the plugin's function. Each capability function
 the plugin imports becomes a C function that passes its arguments to the host through exit
 EXIT_HOST_CALL + its number in `HOST_FUNCTIONS`: a fixed numbering of every capability
-function of the world, so an exit means the same thing in every image, and the host can refuse
-an exit its plugin's manifest does not grant.
+function of the world, then of every WASI preview 1 function (vmm/wasi_preview1.py), so an
+exit means the same thing in every image, and the host can refuse an exit its plugin's
+manifest does not grant or its module does not import. A reactor's `_initialize` runs at
+instantiation, once, at load (its WASI calls are served then: vmm/kvm/snapshot.py).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from dataclasses import dataclass
 from vmm.capabilities import GRANTS, interface_id
 from vmm.core_module import REALLOC, CoreModule
 from vmm.input_area import INPUT_AREA_EXPORT
-from vmm.kvm.layout import EXIT_HOST_CALL
+from vmm.kvm.layout import EXIT_HOST_CALL, EXIT_KINDS
+from vmm.wasi_preview1 import FUNCTIONS as WASI_FUNCTIONS
+from vmm.wasi_preview1 import INITIALIZE, WASI_MODULE
 
 MODULE_NAME = "plugin"  # wasm2c -n
 HOST_FUNCTIONS: tuple[tuple[str, str], ...] = tuple(
     (interface_id(name), function.name) for name, grant in GRANTS.items()
-    for function in grant.functions)
+    for function in grant.functions) + tuple((WASI_MODULE, name) for name in WASI_FUNCTIONS)
 HOST_FUNCTION_EXITS = {key: EXIT_HOST_CALL + n for n, key in enumerate(HOST_FUNCTIONS)}
+assert EXIT_HOST_CALL + len(HOST_FUNCTIONS) <= EXIT_KINDS
 _C_TYPES = {"i32": "u32", "i64": "u64"}
 
 
@@ -68,16 +73,17 @@ def generate(core: CoreModule, functions: GuestFunctions) -> str:
         "static Z_plugin_instance_t instance;",
         "",
     ]
-    for item in core.imports:
-        params, results = item.core_types
-        module = mangle(item.interface)
+    imports = [(item.interface, item.function.name, *item.core_types) for item in core.imports]
+    imports += [(WASI_MODULE, f.name, list(f.params), list(f.results)) for f in core.wasi]
+    for interface, name, params, results in imports:
+        module = mangle(interface)
         result = _C_TYPES[results[0]] if results else "void"
         args = "".join(f", {_C_TYPES[t]} a{i}" for i, t in enumerate(params))
         values = ", ".join(f"a{i}" for i in range(len(params))) or "0"
-        number = HOST_FUNCTIONS.index((item.interface, item.function.name))
+        number = HOST_FUNCTIONS.index((interface, name))
         call = f"hf_host_call({number}, {len(params)}, (const uint64_t[]){{{values}}})"
         lines += [
-            f"{result} {module}{mangle(item.function.name)}("
+            f"{result} {module}{mangle(name)}("
             f"struct {module}_instance_t *unused{args}) {{",
             "  (void)unused;",
             f"  {'return (' + result + ')' if results else ''}{call};",
@@ -95,7 +101,9 @@ def generate(core: CoreModule, functions: GuestFunctions) -> str:
               "void hf_instantiate(void) {",
               f"  {mangle(MODULE_NAME)}_init_module();",
               f"  {mangle(MODULE_NAME)}_instantiate(&instance"
-              + ", NULL" * len({item.interface for item in core.imports}) + ");"]
+              + ", NULL" * len({interface for interface, *_ in imports}) + ");"]
+    if core.initialize:
+        lines.append(f"  {mangle(MODULE_NAME)}{mangle(INITIALIZE)}(&instance);")
     if core.has_input_area:
         lines.append(f"  hf_publish_input_area(*{mangle(MODULE_NAME)}"
                      f"{mangle(INPUT_AREA_EXPORT)}(&instance));")

@@ -27,7 +27,7 @@ from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
 
 GUEST_SOURCES = Path(__file__).parent / "guest"
 CFLAGS = (
-    "-std=gnu11", "-O2", "-ffreestanding", "-fno-pic", "-no-pie", "-nostdlib", "-static",
+    "-std=gnu11", "-ffreestanding", "-fno-pic", "-no-pie", "-nostdlib", "-static",
     "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-math-errno",
     "-msse4.1", "-mpopcnt", "-mno-avx", "-DNDEBUG", "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0",
     "-Wl,--build-id=none", "-Wl,--oformat=binary",
@@ -39,7 +39,15 @@ WASM2C_FLAGS: tuple[str, ...] = ()
 # rather than holding the loader (and gigabytes of the host's memory) on and on.
 BUILD_STEP_SECONDS = 120
 IMAGE_SPACE = LINEAR_BASE - IMAGE  # the image's code and data, below linear memory
-_DATA_SECTION = 11
+# gcc's optimisation level and time bound, by the size of the module's code: -O2 on wasm2c's
+# C for a Go module (1.9 MiB of code, most of it Go's runtime) took gcc 4 minutes and 2 GB
+# here; -O1 took 1.5 to 3 minutes (as busy as the machine was) and 1.4 GB. A module with more
+# code than LARGE_CODE_BYTES is built at -O1, its bound grown by GCC_SECONDS_PER_CODE_MIB.
+OPTIMISE = "-O2"
+OPTIMISE_LARGE = "-O1"
+LARGE_CODE_BYTES = 512 << 10
+GCC_SECONDS_PER_CODE_MIB = 150
+_CODE_SECTION, _DATA_SECTION = 10, 11
 _LINKER_LINE = re.compile(r"(\S*/)?ld(\.\w+)?: ")  # "/usr/bin/ld: ...", "ld.bfd: ..."
 
 
@@ -84,11 +92,12 @@ def build_image(plugin: str, wasm: bytes, core: CoreModule, functions: glue.Gues
     glue_source = glue.generate(core, functions)
     return cache.load_or_compile(
         wasm + b"\0" + glue_source.encode(), "kvm-image",
-        lambda: _compile(plugin, wasm, glue_source, toolchain), Path.read_bytes)
+        lambda: _compile(plugin, wasm, glue_source, toolchain), Path.read_bytes,
+        f"plugin {plugin} into a kvm guest image")
 
 
 def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
-    data = _data_section_size(wasm)
+    data = _section_size(wasm, _DATA_SECTION)
     if data > IMAGE_SPACE:  # refused now, before gcc spends minutes and gigabytes on it
         raise PluginLoadError(plugin, f"its data segments take {data / 2**20:.1f} MiB; a kvm "
                                       f"guest image has {IMAGE_SPACE >> 20} MiB for its code "
@@ -102,11 +111,12 @@ def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -
         run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n",
                                           glue.MODULE_NAME, "plugin.wasm", "-o", "plugin.c"],
                        build)
+        optimise, seconds = _gcc_plan(wasm)
         run_build_step(plugin, "gcc", [
-            toolchain.cc, *CFLAGS, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
+            toolchain.cc, *CFLAGS, optimise, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
             "-I", str(build), "-I", str(GUEST_SOURCES / "include"),
             "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin",
-            "plugin.c", "glue.c", str(GUEST_SOURCES / "runtime.c"), "-lgcc"], build)
+            "plugin.c", "glue.c", str(GUEST_SOURCES / "runtime.c"), "-lgcc"], build, seconds)
         image = (build / "image.bin").read_bytes()
     if IMAGE + len(image) > LINEAR_BASE:
         raise PluginLoadError(plugin, f"its guest image is {len(image) >> 20} MiB, more than "
@@ -114,14 +124,22 @@ def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -
     return image
 
 
-def _data_section_size(wasm: bytes) -> int:
-    """Bytes of the module's data section (its data segments and their headers), 0 if none.
-    The section layout was checked when the module was read (vmm/wasm_types.py)."""
+def _gcc_plan(wasm: bytes) -> tuple[str, float]:
+    """gcc's optimisation flag and time bound for this module."""
+    code = _section_size(wasm, _CODE_SECTION)
+    if code <= LARGE_CODE_BYTES:
+        return OPTIMISE, BUILD_STEP_SECONDS
+    return OPTIMISE_LARGE, BUILD_STEP_SECONDS + GCC_SECONDS_PER_CODE_MIB * code / 2**20
+
+
+def _section_size(wasm: bytes, wanted: int) -> int:
+    """Bytes of the module's section `wanted` (all of its entries and their headers), 0 if it
+    has none. The section layout was checked when the module was read (vmm/wasm_types.py)."""
     at = 8  # past the magic and version
     while at < len(wasm):
         section = wasm[at]
         size, at = _uleb(wasm, at + 1)
-        if section == _DATA_SECTION:
+        if section == wanted:
             return size
         at += size
     return 0

@@ -7,11 +7,19 @@ import struct
 from collections.abc import Callable
 
 from vmm.checked_memory import CheckedMemory
-from vmm.kvm.layout import LINEAR_BASE, MAILBOX, MEMORY_SIZE
+from vmm.kvm.layout import COMMAND, LINEAR_BASE, MAILBOX, MEMORY_SIZE, RESULT, RESUME
 from vmm.kvm.machine import Machine
 
 _U64 = struct.Struct("<Q")
+_U64_MASK = 2**64 - 1
 Realloc = Callable[[int, int], int]  # (align, size) -> pointer, by calling the plugin
+
+
+def answer_host_call(memory: memoryview, result: int | None) -> None:
+    """Leave a host call's result and RESUME in the mailbox of a guest memory; the next run
+    goes on where the guest asked."""
+    _U64.pack_into(memory, MAILBOX + RESULT, (result or 0) & _U64_MASK)
+    _U64.pack_into(memory, MAILBOX + COMMAND, RESUME)
 
 
 class GuestMemory(CheckedMemory):

@@ -23,6 +23,7 @@ from vmm.kvm.watchdog import Watchdog
 from vmm.kvm.working_set import WorkingSet
 from vmm.manifest import Manifest
 from vmm.sandbox import LoadedPlugin
+from vmm.wasi_preview1 import WASI_MODULE
 from vmm.world import Export
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,17 @@ class KvmPlugin(LoadedPlugin):
                          functions.number(handler.export.post_return_name)
                          if handler.has_post_return else None)
             for event_type, handler in core.handlers.items()}
-        # Only what the manifest grants has an exit; any other exit stops the guest.
+        # Only what the manifest grants, and the WASI functions the module imports, have an
+        # exit; any other exit stops the guest.
         self.host_calls: dict[int, tuple[CoreHostCall, int]] = {
             HOST_FUNCTION_EXITS[key]: (bound.call, len(bound.function.signature.core_import()[0]))
             for key, bound in granted_host_calls(manifest, env).items()}
+        self.wasi_calls = {HOST_FUNCTION_EXITS[WASI_MODULE, function.name]: function
+                           for function in core.wasi}
+        self.log = env.log
         self.has_input_area = core.has_input_area
         self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
-                                      manifest.limits.memory_bytes)
+                                      manifest.limits.memory_bytes, self.wasi_calls, env.log)
         self.working_set = WorkingSet(manifest.limits.memory_bytes)
         self._idle: list[Machine] = []
         self.machines_made = 0
@@ -64,6 +69,8 @@ class KvmPlugin(LoadedPlugin):
         number = kind - EXIT_HOST_CALL
         if 0 <= number < len(HOST_FUNCTIONS):
             interface, name = HOST_FUNCTIONS[number]
+            if interface == WASI_MODULE:
+                return f"it asked for {interface}#{name}, which its module does not import"
             return f"it asked for {interface}#{name}, which its manifest does not grant"
         return f"it made exit {kind:#x}, which is no host function"
 

@@ -7,7 +7,8 @@ manifest grants it; the host then writes RESUME and the result, and runs the vCP
 While serving a host call the host may call the plugin (cabi_realloc): that CALL nests.
 
 An event with a C SDK plugin is one exit: arguments go straight into the plugin's input area,
-and the last event's post-return rides on the next CALL (the mailbox's POST_RETURN).
+and the last event's post-return rides on the next CALL (the mailbox's POST_RETURN). WASI
+preview 1 calls are host calls too, answered with the sandbox's own stdout and stderr.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from vmm.kvm.layout import (
     EXIT_TRAP,
     MAILBOX,
     RESULT,
-    RESUME,
     TRAP_OOB,
     TRAPS,
 )
 from vmm.kvm.machine import Machine, MachineState, VcpuTimeout, VmCrash
-from vmm.kvm.memory import GuestMemory
+from vmm.kvm.memory import GuestMemory, answer_host_call
 from vmm.sandbox import Sandbox
+from vmm.wasi_preview1 import WasiStreams
 
 if TYPE_CHECKING:
     from vmm.kvm.plugin import KvmPlugin
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 _CALLS = [struct.Struct(f"<4Q{n}Q") for n in range(17)]
 _U64 = struct.Struct("<Q")
 _U64S = [struct.Struct(f"<{n}Q") for n in range(17)]
-_U64_MASK = 2**64 - 1
 _REALLOC = 0  # every image's function 0
 
 
@@ -74,6 +74,13 @@ class KvmSandbox(Sandbox):
         self._memory = GuestMemory(machine, plugin.snapshot.memory_limit, self._realloc)
         self._arguments: GuestMemory | ArgumentArea = self._memory
         self._post_return = (0, 0)  # for the next CALL: function number + 1, argument
+        self._host_calls = plugin.host_calls
+        self._streams: WasiStreams | None = None
+        if plugin.wasi_calls:
+            self._streams = streams = WasiStreams(plugin.log)
+            self._host_calls = plugin.host_calls | {
+                kind: (function.host_call(lambda: streams), len(function.params))
+                for kind, function in plugin.wasi_calls.items()}
         if plugin.has_input_area:
             try:
                 self._arguments = ArgumentArea(self._memory, plugin.snapshot.input_area)
@@ -87,6 +94,8 @@ class KvmSandbox(Sandbox):
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         number, export, post_return = self._plugin.calls[type(event)]
         watchdog = self._plugin.watchdog
+        if self._streams is not None:
+            self._streams.start_event()
         watchdog.watch(machine, self._cpu_seconds)
         try:
             arguments = self._arguments
@@ -117,7 +126,7 @@ class KvmSandbox(Sandbox):
         _CALLS[len(args)].pack_into(mailbox, MAILBOX + COMMAND, CALL, number,
                                     *self._post_return, *args)
         self._post_return = (0, 0)
-        host_calls = self._plugin.host_calls
+        host_calls = self._host_calls
         while True:
             kind, value = machine.run()
             if kind == EXIT_DONE:
@@ -135,8 +144,7 @@ class KvmSandbox(Sandbox):
             except Exception as exc:
                 machine.state = MachineState.BROKEN
                 raise HostCallFailed(exc) from exc
-            _U64.pack_into(mailbox, MAILBOX + RESULT, (result or 0) & _U64_MASK)
-            _U64.pack_into(mailbox, MAILBOX + COMMAND, RESUME)
+            answer_host_call(mailbox, result)
 
     def _realloc(self, align: int, size: int) -> int:
         return self._call(_REALLOC, (0, 0, align, size))
@@ -152,7 +160,8 @@ class KvmSandbox(Sandbox):
             return PluginTrap(self.plugin, f"host call refused: {exc}")
         if isinstance(exc, GuestTrap):
             memory_size = self._memory.size() if exc.code != TRAP_OOB else 0
-            return classify(self.plugin, limits, str(exc), interrupted=False,
+            message = str(exc) if self._streams is None else self._streams.explain(str(exc))
+            return classify(self.plugin, limits, message, interrupted=False,
                             memory_size=memory_size, host_cause=None)
         cause = exc.cause if isinstance(exc, HostCallFailed) else exc
         return classify(self.plugin, limits, "", interrupted=False, memory_size=0,

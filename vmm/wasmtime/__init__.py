@@ -3,7 +3,10 @@ the plugins whose memory limits round to the same reservation."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
@@ -47,18 +50,61 @@ class WasmtimeBackend(Backend):
                 core = check_core_module(manifest, wasm)
                 module = self.cache.load_or_compile(
                     wasm, f"{variant}.cwasm", lambda: wasmtime.Module(engine, wasm).serialize(),
-                    lambda path: wasmtime.Module.deserialize_file(engine, str(path)))
+                    lambda path: wasmtime.Module.deserialize_file(engine, str(path)),
+                    f"plugin {manifest.name} (a core module)")
                 return CorePlugin(manifest, core, module, env, engine, self.ticker)
             if kind is WasmKind.COMPONENT:
-                component = self.cache.load_or_compile(
-                    wasm, f"{variant}.ccwasm",
-                    lambda: bytes(wc.Component(engine, wasm).serialize()),
-                    lambda path: wc.Component.deserialize_file(engine, str(path)))
+                component = self.compile_component(manifest, wasm)
                 return ComponentPlugin(manifest, component, env, engine, self.ticker)
         except wasmtime.WasmtimeError as exc:
             raise NotWasmError(manifest.name, f"{manifest.wasm} does not compile: "
                                               f"{str(exc).splitlines()[0]}") from None
         raise NotWasmError(manifest.name, f"{manifest.wasm} is not WebAssembly (no \\0asm header)")
 
+    def compile_component(self, manifest: Manifest, wasm: bytes) -> wc.Component:
+        """The component compiled for the plugin's memory limit, through the compile cache;
+        wasmtime.WasmtimeError when it does not compile."""
+        engine, reservation = self.engine_for(manifest.limits.memory_bytes)
+        return self.cache.load_or_compile(
+            wasm, f"{reservation >> 20}m.ccwasm",
+            lambda: bytes(wc.Component(engine, wasm).serialize()),
+            lambda path: wc.Component.deserialize_file(engine, str(path)),
+            f"plugin {manifest.name} (a component: about 20 s with an interpreter inside)")
+
+    def component_interfaces(self, manifest: Manifest, wasm: bytes) -> ComponentInterfaces:
+        """The instances a component imports and exports, each with its functions' names
+        (`hyperfilter plugin check` shows them); compiled through the cache. NotWasmError
+        when it does not compile."""
+        engine, _ = self.engine_for(manifest.limits.memory_bytes)
+        try:
+            component_type = self.compile_component(manifest, wasm).type
+        except wasmtime.WasmtimeError as exc:
+            raise NotWasmError(manifest.name, f"{manifest.wasm} does not compile: "
+                                              f"{str(exc).splitlines()[0]}") from None
+        return ComponentInterfaces(_functions(component_type.imports(engine), engine),
+                                   _functions(component_type.exports(engine), engine))
+
     def close(self) -> None:
         self.ticker.close()
+
+
+@dataclass(frozen=True)
+class ComponentInterfaces:
+    imports: dict[str, tuple[str, ...]]  # instance name → its functions
+    exports: dict[str, tuple[str, ...]]
+
+
+def _functions(items: Mapping[str, Any], engine: wasmtime.Engine
+               ) -> dict[str, tuple[str, ...]]:
+    """Each item's functions (wasmtime's ComponentExtern items): an instance's, or a
+    top-level function as its own name."""
+    found = {}
+    for name, item in items.items():
+        item_type = item.ty
+        if isinstance(item_type, wc.ComponentInstanceType):
+            found[name] = tuple(function for function, inner in
+                                item_type.exports(engine).items()
+                                if isinstance(inner.ty, wc.FuncType))
+        elif isinstance(item_type, wc.FuncType):
+            found[name] = (name,)
+    return found

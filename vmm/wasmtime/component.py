@@ -7,6 +7,10 @@ told otherwise), empty environment, arguments and stdin; stdout and stderr go to
 rate-limited log. WASI clocks and random stay wasmtime's own: CPython calls `wasi:random` on
 every entry into a componentize-py component, and neither reaches outside the sandbox.
 
+A plugin whose SDK catches its errors (plugins/sdk/python) writes a fault note saying why in
+one line to stderr, then the traceback, then exits or traps: the note becomes the fault's
+message, and note and traceback one message in the plugin's log (at its rate: one token).
+
 A component's verdict is lifted by wasmtime itself, into C values, before the host sees any
 of it: its sizes are checked there (vmm/verdicts.py), before wasmtime-py makes Python objects
 of it. wasmtime's own copy cannot be bounded from its API: a `list<u8>` takes 32 bytes an
@@ -25,9 +29,11 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from vmm.canonical import Enum, Result
-from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines
+from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines, PluginLog
 from vmm.errors import (
+    CpuLimitExceeded,
     InvalidVerdict,
+    PluginError,
     SandboxFault,
     WorldMismatchError,
 )
@@ -65,7 +71,14 @@ from vmm.world import (
 )
 
 WASI_PREFIX = "wasi:"
+UNLINKED_WASI = "wasi:http/"  # the WASI that add_wasip2 does not link
 LOG_INFO, LOG_WARN = 1, 2
+# An SDK's report of the plugin's error (plugins/sdk/python/hyperfilter_errors.py): this, the
+# cause and a newline in one write, then the traceback, then it exits (or traps).
+FAULT_NOTE = b"hyperfilter-fault: "
+MAX_NOTE = 512
+MAX_REPORT = 16 << 10  # bytes of the traceback kept
+LOG_ERROR = 3
 
 
 class ComponentPlugin(WasmtimePlugin):
@@ -82,6 +95,12 @@ class ComponentPlugin(WasmtimePlugin):
         with self.linker.root() as root:
             for name in imports:
                 self._link_import(root, name, env)
+        # What else the component imports is WASI that add_wasip2 does not cover (wasi:http,
+        # which componentize-js imports unless built without fetch()): each call traps. Only
+        # then: the traps take every import add_wasip2 links under another 0.2.x version
+        # (componentize-py's wasi:cli/environment@0.2.9), which instantiation would match.
+        if any(name.startswith(UNLINKED_WASI) for name in imports):
+            self.linker.define_unknown_imports_as_traps(component)
         self.functions = self._check_exports()
         self.check_instantiates()
 
@@ -144,7 +163,7 @@ def _record(names: tuple[str, ...], values: tuple[Any, ...]) -> wc.Record:
 
 def _info(info: StreamInfo) -> wc.Record:
     return _record(STREAM_INFO_FIELDS, (info.source_address, info.destination_address,
-                                        list(info.metadata)))
+                                        info.server_name, list(info.metadata)))
 
 
 def component_args(event: Event) -> list[Any]:
@@ -247,6 +266,36 @@ def component_verdict(event: Event, value: Any) -> Verdict | None:
     return http_verdict(case, tuple(getattr(value.payload, name) for name in names))
 
 
+class PluginStderr:
+    """A sandbox's WASI stderr: lines into the plugin's log, except an SDK's report of the
+    plugin's error: a fault note (the cause, one line), then what else it writes until it
+    stops (the traceback). Both are kept for the fault, bounded, and the note made one
+    printable line: it is logged as the fault's cause."""
+
+    def __init__(self, log: PluginLog) -> None:
+        self._lines = OutputLines(log, LOG_WARN)
+        self.note: str | None = None
+        self._report = b""
+
+    def begin_event(self) -> None:
+        self.note, self._report = None, b""
+
+    def write(self, data: bytes) -> None:
+        if self.note is not None:
+            self._report += data[:MAX_REPORT - len(self._report)]
+        elif data.startswith(FAULT_NOTE):
+            note, _, self._report = data[len(FAULT_NOTE):MAX_REPORT].partition(b"\n")
+            text = note.decode("utf-8", "replace").strip()[:MAX_NOTE]
+            self.note = text if text.isprintable() else text.encode("unicode_escape").decode()
+        else:
+            self._lines.write(data)
+
+    @property
+    def report(self) -> list[str]:
+        """The lines the SDK wrote after its note."""
+        return self._report.decode("utf-8", "replace").splitlines()
+
+
 class ComponentSandbox(Sandbox):
     def __init__(self, plugin: ComponentPlugin) -> None:
         super().__init__(plugin.name, plugin.verdict_rules)
@@ -256,7 +305,8 @@ class ComponentSandbox(Sandbox):
         self._store: wasmtime.Store | None = plugin.new_store()
         wasi = wasmtime.WasiConfig()
         wasi.stdout_custom = OutputLines(plugin.log, LOG_INFO).write
-        wasi.stderr_custom = OutputLines(plugin.log, LOG_WARN).write
+        self._stderr = PluginStderr(plugin.log)
+        wasi.stderr_custom = self._stderr.write
         self._store.set_wasi(wasi)
         self._store.set_epoch_deadline(plugin.deadline_ticks)  # instantiation runs guest code
         try:
@@ -275,12 +325,18 @@ class ComponentSandbox(Sandbox):
             assert func is not None
             self._funcs[type(event)] = func
         store.set_epoch_deadline(self._plugin.deadline_ticks)
+        self._stderr.begin_event()
         try:
             value = call_checked(func, store, component_args(event), self.verdict_rules.max_bytes)
         except VerdictProblem:
             raise  # Sandbox.deliver reports it
-        except wasmtime.WasmtimeError as exc:
-            raise self._fault(str(exc), None) from None
+        except wasmtime.WasmtimeError as exc:  # an exit or a trap (JS cannot exit)
+            fault = self._fault(str(exc), None)
+            if self._stderr.note is None or isinstance(fault, CpuLimitExceeded):
+                raise fault from None  # a note does not excuse running out of time
+            note = self._stderr.note
+            self._plugin.log.log(LOG_ERROR, note, *self._stderr.report)  # one message: a token
+            raise PluginError(self.plugin, note) from None
         except Exception as exc:  # noqa: BLE001 - a host call's exception, re-raised by wasmtime
             raise self._fault("host call failed", exc) from None
         self._post_return = func  # off the latency path: see Sandbox.settle

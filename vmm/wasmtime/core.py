@@ -2,18 +2,24 @@
 
 At load the module's imports are checked against the manifest's grants and the world's
 capability signatures, and its exports against the world's; only then are raw (unchecked)
-calls safe. Each sandbox is a new Store instantiated from a pre-linked InstancePre.
+calls safe. Each sandbox is a new Store instantiated from a pre-linked InstancePre (and, for
+a reactor, initialised: `_initialize` runs before anything else).
+
+WASI preview 1 imports are linked to vmm/wasi_preview1.py's answers. What they write to stdout
+and stderr goes to the log line by line, per sandbox: the linker's functions are the plugin's,
+so the sandbox running on the calling thread is the one whose output it is.
 """
 
 from __future__ import annotations
 
+import threading
 from ctypes import _Pointer
 
 import wasmtime
 
 from vmm.canonical import AbiError
 from vmm.capabilities import HostEnv
-from vmm.core_module import POST_RETURN_TYPES, REALLOC_TYPES, CoreModule, Handler
+from vmm.core_module import NO_TYPES, POST_RETURN_TYPES, REALLOC_TYPES, CoreModule, Handler
 from vmm.errors import InvalidVerdict, PluginTrap, SandboxFault
 from vmm.events import Event, Verdict
 from vmm.faults import classify
@@ -21,6 +27,7 @@ from vmm.host_abi import granted_host_calls
 from vmm.input_area import INPUT_AREA_EXPORT, ArgumentArea
 from vmm.manifest import Manifest
 from vmm.sandbox import Sandbox
+from vmm.wasi_preview1 import INITIALIZE, WASI_MODULE, WasiStreams
 from vmm.wasmtime.engine import EpochDeadline, EpochTicker
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.wasmtime.raw import (
@@ -34,6 +41,15 @@ from vmm.wasmtime.raw import (
     instance_memory,
 )
 from vmm.world import Export
+
+# The WASI output of the sandbox whose code runs on this thread (set on every entry into a
+# sandbox of a plugin importing WASI).
+_running = threading.local()
+
+
+def _running_streams() -> WasiStreams:
+    streams: WasiStreams = _running.streams
+    return streams
 
 
 class CorePlugin(WasmtimePlugin):
@@ -49,6 +65,12 @@ class CorePlugin(WasmtimePlugin):
         for item in core.imports:
             self.host_calls.define(linker, item.interface, item.function.name, *item.core_types,
                                    calls[item.interface, item.function.name].call)
+        for function in core.wasi:
+            self.host_calls.define(linker, WASI_MODULE, function.name, function.params,
+                                   function.results, function.host_call(_running_streams))
+        self.log = env.log
+        self.uses_wasi = bool(core.wasi)
+        self.initialize = core.initialize
         self.pre = linker.instantiate_pre(module)
         self.check_instantiates()
 
@@ -67,6 +89,8 @@ class CoreSandbox(Sandbox):
         self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, plugin.deadline_ticks)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
         self._post_return: tuple[RawFunc, int] | None = None
+        self._streams = WasiStreams(plugin.log) if plugin.uses_wasi else None
+        self._enter()
         self._deadline.renew()  # the start function runs now
         try:
             self._instance = plugin.pre.instantiate(self._store)
@@ -74,6 +98,8 @@ class CoreSandbox(Sandbox):
             plugin.host_calls.take_cause()  # a host call's failure is reported here
             self.close()
             raise plugin.instantiation_fault(exc) from None
+        if plugin.initialize:
+            self._initialize()
         memory = instance_memory(self._store, self._instance)
         realloc = instance_func(self._store, self._instance, "cabi_realloc")
         assert memory is not None and realloc is not None  # checked at load
@@ -86,6 +112,26 @@ class CoreSandbox(Sandbox):
             except AbiError as exc:
                 self.close()
                 raise PluginTrap(self.plugin, f"its input area is unusable: {exc}") from None
+
+    def _enter(self) -> None:
+        """This sandbox's code is about to run on this thread."""
+        if self._streams is not None:
+            _running.streams = self._streams
+
+    def _initialize(self) -> None:
+        """A reactor's initialisation (Go's runtime and package init), within the CPU bound of
+        one event; a trap or exit there means no sandbox."""
+        assert self._store is not None
+        func = instance_func(self._store, self._instance, INITIALIZE)
+        assert func is not None  # checked at load
+        try:
+            RawFunc(self._ctx, func, *NO_TYPES)()
+        except WasmTrap as trap:
+            fault = classify(self.plugin, self._limits, self._explained(trap),
+                             interrupted=trap.code == wasmtime.TrapCode.INTERRUPT,
+                             memory_size=0, host_cause=self._plugin.host_calls.take_cause())
+            self.close()
+            raise fault from None
 
     def _bound(self, event_type: type) -> tuple[Export, RawFunc, RawFunc | None]:
         bound = self._calls.get(event_type)
@@ -108,6 +154,9 @@ class CoreSandbox(Sandbox):
         if self._store is None:
             raise SandboxFault(self.plugin, "delivered to a closed sandbox")
         export, call, post = self._bound(type(event))
+        self._enter()
+        if self._streams is not None:
+            self._streams.start_event()
         self._deadline.renew()
         arguments = self._arguments
         arguments.start_arguments()
@@ -144,15 +193,20 @@ class CoreSandbox(Sandbox):
     def _settle(self) -> None:
         if self._post_return is not None and self._store is not None:
             (post, raw), self._post_return = self._post_return, None
+            self._enter()
             self._deadline.renew()
             try:
                 post(raw)
             except WasmTrap as trap:
                 raise self._fault(trap) from None
 
+    def _explained(self, trap: WasmTrap) -> str:
+        """The trap's message, with what the event wrote to stderr first (a Go panic's)."""
+        return self._streams.explain(str(trap)) if self._streams is not None else str(trap)
+
     def _fault(self, trap: WasmTrap) -> SandboxFault:
         return classify(
-            self.plugin, self._limits, str(trap),
+            self.plugin, self._limits, self._explained(trap),
             interrupted=trap.code == wasmtime.TrapCode.INTERRUPT,
             memory_size=self._memory.size(),
             host_cause=self._plugin.host_calls.take_cause())

@@ -100,8 +100,14 @@ static void *copy_to_arena(const void *data, size_t len) {
 
 /* ---- verdict builders -------------------------------------------------------------------- */
 
-hf_tcp_verdict hf_replace(const void *data, size_t len) {
-    return (hf_tcp_verdict){HF_REPLACE, {copy_to_arena(data, len), len}};
+static hf_tcp_verdict with_bytes(hf_tcp_action action, const void *data, size_t len) {
+    return (hf_tcp_verdict){action, {copy_to_arena(data, len), len}};
+}
+
+hf_tcp_verdict hf_replace(const void *data, size_t len) { return with_bytes(HF_REPLACE, data, len); }
+hf_tcp_verdict hf_answer(const void *data, size_t len) { return with_bytes(HF_ANSWER, data, len); }
+hf_tcp_verdict hf_answer_and_close(const void *data, size_t len) {
+    return with_bytes(HF_ANSWER_AND_CLOSE, data, len);
 }
 
 hf_http_verdict hf_http_forward(void) { return (hf_http_verdict){0}; }
@@ -188,7 +194,7 @@ static uint8_t ret_area[32] __attribute__((aligned(8)));
 
 static void put32(size_t offset, uint32_t value) { memcpy(ret_area + offset, &value, 4); }
 
-/* tcp-verdict: tag u8 @0; replace: list<u8> ptr @4, len @8. */
+/* tcp-verdict: tag u8 @0; replace, answer, answer-and-close: list<u8> ptr @4, len @8. */
 static uint8_t *lower_tcp(hf_tcp_verdict v) {
     ret_area[0] = (uint8_t)v.action;
     put32(4, (uint32_t)(uintptr_t)v.data.ptr);
@@ -221,8 +227,9 @@ static uint8_t *lower_http(hf_http_verdict v) {
 }
 
 static hf_stream_info stream_info(const char *src, size_t src_len, const char *dst, size_t dst_len,
+                                  const char *sni, size_t sni_len,
                                   const hf_metadata_entry *md, size_t md_len) {
-    return (hf_stream_info){{src, src_len}, {dst, dst_len}, md, md_len};
+    return (hf_stream_info){{src, src_len}, {dst, dst_len}, {sni, sni_len}, md, md_len};
 }
 
 #define TCP "hyperfilter:plugin/tcp-filter@0.1.0#"
@@ -230,9 +237,10 @@ static hf_stream_info stream_info(const char *src, size_t src_len, const char *d
 
 HF_EXPORT(TCP "on-open")
 uint8_t *hf__tcp_open(const char *src, size_t src_len, const char *dst, size_t dst_len,
+                      const char *sni, size_t sni_len,
                       const hf_metadata_entry *md, size_t md_len) {
     next_event();
-    hf_stream_info info = stream_info(src, src_len, dst, dst_len, md, md_len);
+    hf_stream_info info = stream_info(src, src_len, dst, dst_len, sni, sni_len, md, md_len);
     return verdict_out(lower_tcp(hf_tcp_open(&info)));
 }
 
@@ -251,9 +259,10 @@ HF_EXPORT(TCP "on-close") void hf__tcp_close(void) {
 
 HF_EXPORT(HTTP "on-open")
 uint8_t *hf__http_open(const char *src, size_t src_len, const char *dst, size_t dst_len,
+                       const char *sni, size_t sni_len,
                        const hf_metadata_entry *md, size_t md_len) {
     next_event();
-    hf_stream_info info = stream_info(src, src_len, dst, dst_len, md, md_len);
+    hf_stream_info info = stream_info(src, src_len, dst, dst_len, sni, sni_len, md, md_len);
     return verdict_out(lower_http(hf_http_open(&info)));
 }
 

@@ -31,6 +31,7 @@ typedef struct { hf_string key; hf_string value; } hf_metadata_entry;
 typedef struct {
     hf_string source_address;        /* "ip:port", empty when Envoy does not send it */
     hf_string destination_address;
+    hf_string server_name;           /* the TLS SNI the client asked for; empty when unknown */
     const hf_metadata_entry *metadata; /* the Envoy stream's gRPC metadata */
     size_t metadata_len;
 } hf_stream_info;
@@ -39,7 +40,9 @@ typedef enum { HF_INBOUND = 0, HF_OUTBOUND = 1 } hf_direction;
 
 /* ---- TCP verdicts ------------------------------------------------------------------------ */
 
-typedef enum { HF_FORWARD = 0, HF_REPLACE = 1, HF_CLOSE = 2, HF_RESET = 3 } hf_tcp_action;
+typedef enum {
+    HF_FORWARD = 0, HF_REPLACE = 1, HF_CLOSE = 2, HF_RESET = 3, HF_ANSWER = 4, HF_ANSWER_AND_CLOSE = 5
+} hf_tcp_action;
 typedef struct { hf_tcp_action action; hf_bytes data; } hf_tcp_verdict;
 
 static inline hf_tcp_verdict hf_forward(void) { return (hf_tcp_verdict){HF_FORWARD, {0, 0}}; }
@@ -47,6 +50,11 @@ static inline hf_tcp_verdict hf_close(void) { return (hf_tcp_verdict){HF_CLOSE, 
 static inline hf_tcp_verdict hf_reset(void) { return (hf_tcp_verdict){HF_RESET, {0, 0}}; }
 /* Pass `data` instead of the bytes received (copied into the event arena). */
 hf_tcp_verdict hf_replace(const void *data, size_t len);
+/* Drop the bytes received and send `data` toward the client; the connection stays open.
+ * From hf_tcp_open: sent to the client before anything else (a banner). */
+hf_tcp_verdict hf_answer(const void *data, size_t len);
+/* Drop the bytes received, send `data` toward the client, then close the connection (FIN). */
+hf_tcp_verdict hf_answer_and_close(const void *data, size_t len);
 
 /* ---- HTTP verdicts ----------------------------------------------------------------------- */
 

@@ -1,4 +1,8 @@
-"""${name}: a hyperfilter plugin (built with componentize-py)."""
+"""${name}: a hyperfilter plugin (built with componentize-py).
+
+Hooks not defined here forward everything. A hook that raises, or returns what is not a
+verdict, fails its event under the manifest's failure policy: the sidecar's log shows why,
+with this file's line numbers and the Python traceback."""
 
 from hyperfilter import Direction, close, forward, forward_http, header, respond
 from hyperfilter import HttpFilter as HttpBase
@@ -19,5 +23,5 @@ class HttpFilter(HttpBase):
         if header(headers, "x-block") is not None:
             return respond(403, b"blocked\n")
         greeting = (config.get("greeting") or "hello").encode()
-        return forward_http(set_headers=[("x-greeting", greeting)])
+        return forward_http(set_headers={"x-greeting": greeting})
 

@@ -22,9 +22,10 @@ class Language:
 
 
 def languages() -> tuple[Language, ...]:
-    from sidecar.plugin.languages import c, python
+    from sidecar.plugin.languages import c, go, javascript, python, rust, zig
 
-    return (python.LANGUAGE, c.LANGUAGE)
+    return (python.LANGUAGE, javascript.LANGUAGE, c.LANGUAGE, zig.LANGUAGE, rust.LANGUAGE,
+            go.LANGUAGE)
 
 
 def language_of(directory: Path) -> Language | None:

@@ -1,7 +1,7 @@
 #include "hyperfilter.h"
 
 static uint8_t *join(const hf_stream_info *info, size_t *len) {
-    size_t n = info->source_address.len + info->destination_address.len + 2;
+    size_t n = info->source_address.len + info->destination_address.len + info->server_name.len + 3;
     for (size_t i = 0; i < info->metadata_len; i++)
         n += info->metadata[i].key.len + info->metadata[i].value.len + 2;
     uint8_t *out = hf_alloc(n), *at = out;
@@ -9,6 +9,8 @@ static uint8_t *join(const hf_stream_info *info, size_t *len) {
     *at++ = '|';
     memcpy(at, info->destination_address.ptr, info->destination_address.len);
     at += info->destination_address.len;
+    *at++ = '|';
+    memcpy(at, info->server_name.ptr, info->server_name.len); at += info->server_name.len;
     *at++ = '|';
     for (size_t i = 0; i < info->metadata_len; i++) {
         memcpy(at, info->metadata[i].key.ptr, info->metadata[i].key.len); at += info->metadata[i].key.len;
@@ -34,6 +36,8 @@ hf_tcp_verdict hf_tcp_data(hf_direction direction, hf_bytes data, bool eos) {
     if (is(data, "pass")) return hf_forward();
     if (is(data, "close")) return hf_close();
     if (is(data, "reset")) return hf_reset();
+    if (is(data, "answer")) return hf_answer("answered", 8);
+    if (is(data, "bye")) return hf_answer_and_close("bye\r\n", 5);
     uint8_t *out = hf_alloc(data.len + 2);
     for (size_t i = 0; i < data.len; i++) out[i] = data.ptr[data.len - 1 - i];
     out[data.len] = (uint8_t)('0' + direction);

@@ -1,6 +1,7 @@
 /* What wasm2c's output uses of libm; vmm/kvm/guest/runtime.c implements the functions. */
 #pragma once
 #define NAN __builtin_nanf("")
+#define INFINITY __builtin_inff()
 #define isnan(x) __builtin_isnan(x)
 #define signbit(x) __builtin_signbit(x)
 double ceil(double x);

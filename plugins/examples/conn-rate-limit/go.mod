@@ -1,0 +1,3 @@
+module conn-rate-limit
+
+go 1.24

@@ -1,0 +1,3 @@
+module hyperfilter.local/hyperfilter
+
+go 1.24

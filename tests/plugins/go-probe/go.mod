@@ -1,0 +1,3 @@
+module go-probe
+
+go 1.24
