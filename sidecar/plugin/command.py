@@ -15,7 +15,7 @@ from sidecar.plugin import check as check_module
 from sidecar.plugin import run as run_module
 from sidecar.plugin import tester
 from sidecar.plugin.build import build_plugin
-from sidecar.plugin.new import new_plugin, template_languages
+from sidecar.plugin.new import KINDS, new_plugin, template_languages
 from sidecar.plugin.toolchain import BuildError, ToolchainMissing
 from vmm.errors import PluginLoadError
 
@@ -66,11 +66,14 @@ def new(
     name: Annotated[str, typer.Argument(help="Lower-case letters, digits and '-'.")],
     lang: Annotated[str, typer.Option(
         help=f"One of: {', '.join(template_languages())}.")] = "python",
+    kind: Annotated[str, typer.Option(
+        help=f"{', '.join(KINDS)}: the events its manifest wants, the cases its tests "
+             "run.")] = "both",
     directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
 ) -> None:
     """Create a plugin from a template; then `hyperfilter plugin build` it."""
     try:
-        created = new_plugin(name, lang, directory)
+        created = new_plugin(name, lang, directory, kind)
     except ValueError as exc:
         fail(str(exc))
     console.print(f"created {created}; build it with: hyperfilter plugin build {created}")

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.plugin.build import build_plugin
-from sidecar.plugin.toolchain import BuildError
 from sidecar.upstreams import CARD
 from tests.integration.harness import (
     HttpReply,
@@ -173,17 +171,3 @@ def test_the_template_closes_a_connection_that_says_forbidden(template: Stack) -
     exchange = tcp_exchange(template.ports["x-tcp"], [b"hello", b"a forbidden word"])
     assert exchange.replies == [b"hello"] and exchange.closed
 
-
-def test_a_build_without_the_toolchain_names_the_command_that_installs_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sidecar.plugin.languages import javascript
-
-    subprocess.run([HYPERFILTER, "plugin", "new", "y", "--lang", "javascript", "--dir",
-                    str(tmp_path)], check=True, capture_output=True)
-    monkeypatch.setattr(javascript, "INSTALLED", tmp_path / "nowhere")
-    with pytest.raises(BuildError, match=r"componentize-js is not installed \(npm ci --prefix "):
-        build_plugin(tmp_path / "y")
-    monkeypatch.setenv("PATH", str(tmp_path))  # no node on it
-    with pytest.raises(BuildError, match=r"node is not installed \(Debian: apt-get install "
-                                         r"nodejs npm\)"):
-        build_plugin(tmp_path / "y")

@@ -13,7 +13,7 @@ import pytest
 
 from sidecar.plugin.build import build_plugin
 from sidecar.plugin.languages import javascript
-from sidecar.plugin.toolchain import BuildError
+from sidecar.plugin.toolchain import BuildError, ToolchainMissing
 from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
 from tests.conftest import Loader
 from vmm.errors import PluginError, PluginTrap
@@ -200,3 +200,16 @@ def js_fetching(parent: Path, port: int) -> Path:
                     "--out", str(manifest.wasm)], cwd=directory, check=True,
                    capture_output=True, timeout=600)
     return directory
+
+
+def test_a_missing_toolchain_is_named_with_the_command_that_installs_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = js_plugin(tmp_path, "js-nothing", 'export const tcpFilter = {};\n')
+    monkeypatch.setattr(javascript, "INSTALLED", tmp_path / "nowhere")
+    with pytest.raises(ToolchainMissing,
+                       match=r"componentize-js is not installed \(npm ci --prefix .*\)$"):
+        build_plugin(directory)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node on it
+    with pytest.raises(ToolchainMissing,
+                       match=r"node is not installed \(Debian: apt-get install nodejs npm\)"):
+        build_plugin(directory)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sidecar.plugin.files import SDK_DIR, WIT_FILE
 from sidecar.plugin.languages import Language
-from sidecar.plugin.toolchain import BuildError, run, tool
+from sidecar.plugin.toolchain import BuildError, ToolchainMissing, run, tool
 from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
 from vmm.capabilities import GRANTS, interface_id
 from vmm.manifest import Manifest
@@ -55,17 +55,18 @@ def _sources(directory: Path) -> list[Path]:
 
 
 def componentize_js() -> list[str]:
-    """node and componentize-js's command line; BuildError saying how to install either."""
+    """node and componentize-js's command line; ToolchainMissing saying how to install
+    either."""
     node = tool("node", "Debian: apt-get install nodejs npm")
     pinned = json.loads((JS_SDK / "package.json").read_text())["dependencies"][COMPONENTIZE_JS]
     try:
         installed = json.loads((INSTALLED / "package.json").read_text())["version"]
     except FileNotFoundError:
-        raise BuildError(f"componentize-js is not installed ({INSTALL}; make plugins runs "
-                         f"it)") from None
+        raise ToolchainMissing(f"componentize-js is not installed ({INSTALL}; make plugins "
+                               f"runs it)") from None
     if installed != pinned:
-        raise BuildError(f"componentize-js {installed} is installed, the SDK pins {pinned} "
-                         f"({INSTALL})")
+        raise ToolchainMissing(f"componentize-js {installed} is installed, the SDK pins "
+                               f"{pinned} ({INSTALL})")
     return [node, str(INSTALLED / "src" / "cli.js")]
 
 
