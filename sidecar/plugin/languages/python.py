@@ -9,14 +9,13 @@ backtrace; an import of a capability the manifest does not grant says which gran
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 from sidecar.plugin.files import SDK_DIR, WIT_FILE
 from sidecar.plugin.languages import Language
 from sidecar.plugin.toolchain import BuildError, run, tool
-from sidecar.plugin.world import plugin_world
+from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
 from vmm.capabilities import GRANTS
 from vmm.manifest import MANIFEST_FILE, Manifest
 
@@ -37,13 +36,10 @@ def _sources(directory: Path) -> list[Path]:
 
 def _build(directory: Path, manifest: Manifest) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        wit = Path(tmp) / "wit"
-        (wit / "deps" / "hyperfilter").mkdir(parents=True)
-        shutil.copy(WIT_FILE, wit / "deps" / "hyperfilter" / WIT_FILE.name)
-        (wit / "world.wit").write_text(plugin_world(manifest))
+        wit = write_plugin_wit(manifest, Path(tmp))
         what = f"componentize-py for {manifest.name}"
         try:
-            run([tool("componentize-py"), "--quiet", "-d", str(wit), "-w", "plugin",
+            run([tool("componentize-py"), "--quiet", "-d", str(wit), "-w", WORLD_NAME,
                  "componentize", "app", "-p", str(directory), "-p", str(PYTHON_SDK),
                  "-o", str(manifest.wasm)], what, env=NO_BACKTRACE)
         except BuildError as failure:
