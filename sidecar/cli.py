@@ -259,7 +259,7 @@ def fuzz(
         help="A Python file of property_… predicates over a case and its outcome.")] = None,
     replay: Annotated[Path | None, typer.Option(help="Run one saved case and check it.")] = None,
     coverage: Annotated[bool, typer.Option(
-        help="Count what the plugin runs (wasmtime, core modules) and follow it.")] = True,
+        help="Count what the plugin runs (core modules) and follow it.")] = True,
 ) -> None:
     """Fuzz a plugin in its real sandbox, through the sidecar's own session code: generated
     and mutated TCP or HTTP streams until one breaks a rule; that one minimized and saved."""

@@ -53,6 +53,7 @@ class CoreModule:
     has_input_area: bool
     wasi: tuple[WasiFunction, ...] = ()  # the WASI preview 1 functions it imports
     initialize: bool = False  # a reactor: `_initialize` runs once per instance, first
+    i32_globals: tuple[str, ...] = ()  # the names of the i32 globals it exports, in order
 
 
 def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
@@ -86,8 +87,10 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
         if has_post:
             _check_func(name, exports, export.post_return_name, POST_RETURN_TYPES)
         handlers[event_type] = Handler(export, has_post)
+    i32_globals = tuple(extern for extern, sig in exports.items()
+                        if isinstance(sig, GlobalSig) and sig.valtype == "i32")
     return CoreModule(imports, handlers, memory, area is not None, wasi,
-                      _is_reactor(name, exports))
+                      _is_reactor(name, exports), i32_globals)
 
 
 def _check_wasi_import(plugin: str, name: str, sig: object) -> WasiFunction:

@@ -62,7 +62,7 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
             return _replay(plain, case, properties, replay_file, console)
         seed = seed if seed is not None else time.time_ns() % 1_000_000
         counted = (f"{target.instrumented.counters} coverage counters" if target.instrumented
-                   else "no coverage counters (a component, the kvm tier, or --no-coverage)")
+                   else "no coverage counters (a component, or --no-coverage)")
         console.print(f"fuzzing {target.plugin.name} on {target.plugin.tier} "
                       f"({', '.join(target.protocols)} streams; {counted}; {len(seeds)} cases "
                       f"from its {TEST_FILE}), seed {seed}")

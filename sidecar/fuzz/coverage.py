@@ -265,8 +265,8 @@ class _Rewriter:
 
 @runtime_checkable
 class ExportedAreas(Protocol):
-    """A sandbox that can show the memory an exported address global points at (the wasmtime
-    tier's core-module sandboxes: vmm/wasmtime/core.py)."""
+    """A sandbox that can show the memory an exported address global points at (core-module
+    sandboxes on either tier: vmm/wasmtime/core.py, vmm/kvm/sandbox.py)."""
 
     def exported_area(self, address_global: str, length: int) -> memoryview: ...
 
@@ -286,5 +286,5 @@ def reset_counters(sandbox: Sandbox, instrumented: Instrumented) -> None:
 def _area(sandbox: Sandbox, instrumented: Instrumented) -> memoryview:
     if not isinstance(sandbox, ExportedAreas):
         raise TypeError(f"coverage cannot be read from a {type(sandbox).__name__}: only from "
-                        "the wasmtime tier's core-module sandboxes")
+                        "core-module sandboxes")
     return sandbox.exported_area(instrumented.export, instrumented.counters)

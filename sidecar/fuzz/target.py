@@ -68,13 +68,13 @@ class Target:
                  coverage: bool = False, config: Mapping[str, str] | None = None) -> None:
         """Loads the plugin; PluginLoadError (or ConfigError) names what is wrong. With
         `coverage`, a copy whose core module counts what it runs (sidecar/fuzz/coverage.py;
-        `instrumented` stays None where it cannot: a component, the kvm tier). `config`
+        `instrumented` stays None where it cannot: a component). `config`
         overrides entries of the manifest's `[config]`, as a sidecar's plugin entry can.
         Its shared-state is a store in memory of its own, empty at first."""
         manifest = load_manifest(plugin_dir)
         self.instrumented: Instrumented | None = None
         self._copy: tempfile.TemporaryDirectory[str] | None = None
-        if coverage and tier == "wasmtime":
+        if coverage:
             plugin_dir = self._instrumented_copy(plugin_dir, manifest.wasm)
         name = manifest.name
         entry = {"path": str(plugin_dir), "tier": tier, "config": dict(config or {})}

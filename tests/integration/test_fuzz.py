@@ -97,17 +97,20 @@ def test_a_redactor_that_misses_a_split_card_number_is_caught(tier: str, tmp_pat
         replayed.stdout.replace("\n", " ")
 
 
-def test_a_sound_plugin_runs_its_budget_out(tmp_path: Path) -> None:
-    run = fuzz(str(plugin_dir("tcp-blocker")), "--events", "3000", "--time", "60s", "--seed",
-               "1", "--corpus", str(tmp_path))
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_sound_plugin_runs_its_budget_out_guided_by_coverage(tier: str,
+                                                                tmp_path: Path) -> None:
+    skip_unless_tier_runs(tier)
+    run = fuzz(str(plugin_dir("tcp-blocker")), "--tier", tier, "--events", "3000", "--time",
+               "60s", "--seed", "1", "--corpus", str(tmp_path))
     assert run.returncode == 0, run.stdout
     assert "nothing found" in run.stdout
     reached = re.search(r"coverage (\d+)/(\d+) sites", run.stdout)
     assert reached is not None and 0 < int(reached.group(1)) <= int(reached.group(2))
     grown = list(tmp_path.glob("case-*.json"))  # the corpus it grew: each reached more
     assert grown
-    again = fuzz(str(plugin_dir("tcp-blocker")), "--events", "300", "--seed", "2",
-                 "--corpus", str(tmp_path))  # starts from that corpus
+    again = fuzz(str(plugin_dir("tcp-blocker")), "--tier", tier, "--events", "300", "--seed",
+                 "2", "--corpus", str(tmp_path))  # starts from that corpus
     assert again.returncode == 0
     assert len(list(tmp_path.glob("case-*.json"))) >= len(grown)
 

@@ -7,7 +7,10 @@ EXIT_HOST_CALL + its number in `HOST_FUNCTIONS`: a fixed numbering of every capa
 function of the world, then of every WASI preview 1 function (vmm/wasi_preview1.py), so an
 exit means the same thing in every image, and the host can refuse an exit its plugin's
 manifest does not grant or its module does not import. A reactor's `_initialize` runs at
-instantiation, once, at load (its WASI calls are served then: vmm/kvm/snapshot.py).
+instantiation, once, at load (its WASI calls are served then: vmm/kvm/snapshot.py). Then the
+glue publishes where each exported i32 global lives (`published_globals`): wasm2c keeps them
+in the instance, at an address fixed in the image, so the host reads one's current value with
+no exit.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from vmm.capabilities import GRANTS, interface_id
 from vmm.core_module import REALLOC, CoreModule
 from vmm.input_area import INPUT_AREA_EXPORT
-from vmm.kvm.layout import EXIT_HOST_CALL, EXIT_KINDS
+from vmm.kvm.layout import EXIT_HOST_CALL, EXIT_KINDS, MAX_EXPORTED_GLOBALS
 from vmm.wasi_preview1 import FUNCTIONS as WASI_FUNCTIONS
 from vmm.wasi_preview1 import INITIALIZE, WASI_MODULE
 
@@ -57,6 +60,12 @@ class GuestFunctions:
         return self.names.index(name)
 
 
+def published_globals(core: CoreModule) -> dict[str, int]:
+    """The exported i32 globals whose address the glue publishes, and the mailbox slot of
+    each (layout.EXPORTED_GLOBALS)."""
+    return {name: slot for slot, name in enumerate(core.i32_globals[:MAX_EXPORTED_GLOBALS])}
+
+
 def generate(core: CoreModule, functions: GuestFunctions) -> str:
     signatures = {REALLOC: (["i32"] * 4, ["i32"])}
     for handler in core.handlers.values():
@@ -68,6 +77,7 @@ def generate(core: CoreModule, functions: GuestFunctions) -> str:
         '#include "plugin.h"',
         "uint64_t hf_host_call(uint32_t function, uint32_t count, const uint64_t *args);",
         "void hf_publish_input_area(uint32_t address);",
+        "void hf_publish_global(uint32_t index, const uint32_t *value);",
         "__attribute__((noreturn)) void hf_no_function(void);",
         "",
         "static Z_plugin_instance_t instance;",
@@ -107,5 +117,7 @@ def generate(core: CoreModule, functions: GuestFunctions) -> str:
     if core.has_input_area:
         lines.append(f"  hf_publish_input_area(*{mangle(MODULE_NAME)}"
                      f"{mangle(INPUT_AREA_EXPORT)}(&instance));")
+    lines += [f"  hf_publish_global({slot}, {mangle(MODULE_NAME)}{mangle(name)}(&instance));"
+              for name, slot in published_globals(core).items()]
     lines += ["}", ""]
     return "\n".join(lines)

@@ -44,6 +44,10 @@ WASM_PAGE = 0x10000
 COMMAND, FUNCTION, POST_RETURN, POST_RETURN_ARG = 0, 8, 16, 24
 ARGS, RESULT, MEMORY_SIZE, MEMORY_LIMIT, INPUT_AREA = 32, 160, 168, 176, 184
 MAX_ARGS = 16  # the canonical ABI's limit on flat parameters
+# From here, one slot per i32 global the module exports: the guest address where the runtime
+# keeps its value (vmm/kvm/glue.py), written at instantiation. Globals past the last slot
+# have none.
+EXPORTED_GLOBALS, MAX_EXPORTED_GLOBALS = 192, 256
 
 # Commands the host leaves in the mailbox before resuming the guest.
 CALL = 1  # run function FUNCTION of the plugin with ARGS; the result goes to RESULT. First,
@@ -110,8 +114,9 @@ def guest_header() -> str:
     """`layout.h` for the guest runtime."""
     names = ("MAILBOX", "STACK_TOP", "LINEAR_BASE", "EXIT_WINDOW", "WASM_PAGE", "COMMAND",
              "FUNCTION", "POST_RETURN", "POST_RETURN_ARG", "ARGS", "RESULT", "MEMORY_SIZE",
-             "MEMORY_LIMIT", "INPUT_AREA", "MAX_ARGS", "CALL", "RESUME", "EXIT_READY",
-             "EXIT_DONE", "EXIT_TRAP", "EXIT_HOST_CALL")
+             "MEMORY_LIMIT", "INPUT_AREA", "MAX_ARGS", "EXPORTED_GLOBALS",
+             "MAX_EXPORTED_GLOBALS", "CALL", "RESUME", "EXIT_READY", "EXIT_DONE", "EXIT_TRAP",
+             "EXIT_HOST_CALL")
     lines = [f"#define HF_{name} {globals()[name]:#x}" for name in names]
     codes = {"OOB": 1, "INT_OVERFLOW": 2, "DIV_BY_ZERO": 3, "INVALID_CONVERSION": 4,
              "UNREACHABLE": 5, "CALL_INDIRECT": 6, "UNCAUGHT_EXCEPTION": 7, "EXHAUSTION": 8,

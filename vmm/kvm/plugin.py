@@ -14,7 +14,7 @@ from vmm.capabilities import HostEnv
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError, SandboxFault, VmFault
 from vmm.host_abi import CoreHostCall, granted_host_calls
-from vmm.kvm.glue import HOST_FUNCTION_EXITS, HOST_FUNCTIONS, GuestFunctions
+from vmm.kvm.glue import HOST_FUNCTION_EXITS, HOST_FUNCTIONS, GuestFunctions, published_globals
 from vmm.kvm.layout import EXIT_HOST_CALL
 from vmm.kvm.machine import Kvm, Machine, VmCrash
 from vmm.kvm.sandbox import KvmSandbox
@@ -54,6 +54,7 @@ class KvmPlugin(LoadedPlugin):
                            for function in core.wasi}
         self.log = env.log
         self.has_input_area = core.has_input_area
+        self.exported_globals = published_globals(core)  # name -> mailbox slot
         self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
                                       manifest.limits.memory_bytes, self.wasi_calls, env.log)
         self.working_set = WorkingSet(manifest.limits.memory_bytes)

@@ -9,6 +9,9 @@ While serving a host call the host may call the plugin (cabi_realloc): that CALL
 An event with a C SDK plugin is one exit: arguments go straight into the plugin's input area,
 and the last event's post-return rides on the next CALL (the mailbox's POST_RETURN). WASI
 preview 1 calls are host calls too, answered with the sandbox's own stdout and stderr.
+
+An exported i32 global is read where the runtime keeps it (its address published in the
+mailbox at boot, so in the snapshot: vmm/kvm/glue.py), with no exit.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from vmm.kvm.layout import (
     COMMAND,
     EXIT_DONE,
     EXIT_TRAP,
+    EXPORTED_GLOBALS,
+    IMAGE,
+    LINEAR_BASE,
     MAILBOX,
+    MAX_EXPORTED_GLOBALS,
     RESULT,
     TRAP_OOB,
     TRAPS,
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 # command, function, post-return (its number + 1, or 0), its argument, n arguments
 _CALLS = [struct.Struct(f"<4Q{n}Q") for n in range(17)]
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 _U64S = [struct.Struct(f"<{n}Q") for n in range(17)]
 _REALLOC = 0  # every image's function 0
 
@@ -117,6 +125,25 @@ class KvmSandbox(Sandbox):
 
     def _settle(self) -> None:
         """Nothing: the post-return runs at the start of the next call, in the same exit."""
+
+    def exported_area(self, address_global: str, length: int) -> memoryview:
+        """The `length` bytes of linear memory at the address the exported i32 global
+        `address_global` holds now (as vmm/wasmtime/core.py's: the fuzzer's coverage counters,
+        sidecar/fuzz/coverage.py). The view must not outlive the sandbox: a machine destroyed
+        unmaps it."""
+        machine = self.machine
+        if machine is None:
+            raise SandboxFault(self.plugin, "read from a closed sandbox")
+        slot = self._plugin.exported_globals.get(address_global)
+        if slot is None:
+            raise AbiError(f"the plugin exports no i32 global {address_global} among its "
+                           f"first {MAX_EXPORTED_GLOBALS}")
+        where = _U64.unpack_from(machine.memory, MAILBOX + EXPORTED_GLOBALS + 8 * slot)[0]
+        # The runtime wrote it, but the host trusts no guest memory: in the image, or refused.
+        if not IMAGE <= where <= LINEAR_BASE - _U32.size:
+            raise AbiError(f"the guest published global {address_global} at {where:#x}, "
+                           "outside its runtime's memory")
+        return self._memory.view(_U32.unpack_from(machine.memory, where)[0], length)
 
     def _call(self, number: int, args: Sequence[int]) -> int:
         machine = self.machine

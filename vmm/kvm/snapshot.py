@@ -2,14 +2,14 @@
 
 A boot machine maps a fresh memfd shared, gets the system tables and the image copied in, and
 runs the runtime's start: data segments copied into linear memory, tables filled, the input
-area published, a reactor's `_initialize` run (Go's runtime and package initialisation), then
-the runtime exits with EXIT_READY. What it wrote is the snapshot; the memfd is then sealed, so
-no one can change it, and every sandbox maps it privately (copy on write). Initialisation runs
-once, at load; a plugin's start function therefore cannot call the host, except for the WASI
-preview 1 functions its module imports (clocks, random bytes, empty arguments: what Go's
-runtime asks for at start). What they answer is in the snapshot, the same for every sandbox
-of the plugin: Go's runtime seeds its hash maps and math/rand there once (crypto/rand asks
-the host on each call).
+area and where the exported globals live published, a reactor's `_initialize` run (Go's
+runtime and package initialisation), then the runtime exits with EXIT_READY. What it wrote is
+the snapshot; the memfd is then sealed, so no one can change it, and every sandbox maps it
+privately (copy on write). Initialisation runs once, at load; a plugin's start function
+therefore cannot call the host, except for the WASI preview 1 functions its module imports
+(clocks, random bytes, empty arguments: what Go's runtime asks for at start). What they answer
+is in the snapshot, the same for every sandbox of the plugin: Go's runtime seeds its hash maps
+and math/rand there once (crypto/rand asks the host on each call).
 """
 
 from __future__ import annotations

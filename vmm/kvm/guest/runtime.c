@@ -20,6 +20,7 @@
 struct mailbox {
   uint64_t command, function, post_return, post_return_arg, args[HF_MAX_ARGS], result;
   uint64_t memory_size, memory_limit, input_area;
+  uint64_t exported_globals[HF_MAX_EXPORTED_GLOBALS];
 };
 _Static_assert(offsetof(struct mailbox, command) == HF_COMMAND, "mailbox layout");
 _Static_assert(offsetof(struct mailbox, function) == HF_FUNCTION, "mailbox layout");
@@ -31,6 +32,8 @@ _Static_assert(offsetof(struct mailbox, result) == HF_RESULT, "mailbox layout");
 _Static_assert(offsetof(struct mailbox, memory_size) == HF_MEMORY_SIZE, "mailbox layout");
 _Static_assert(offsetof(struct mailbox, memory_limit) == HF_MEMORY_LIMIT, "mailbox layout");
 _Static_assert(offsetof(struct mailbox, input_area) == HF_INPUT_AREA, "mailbox layout");
+_Static_assert(offsetof(struct mailbox, exported_globals) == HF_EXPORTED_GLOBALS,
+               "mailbox layout");
 
 static volatile struct mailbox *const mailbox = (volatile struct mailbox *)HF_MAILBOX;
 
@@ -70,6 +73,11 @@ uint64_t hf_host_call(uint32_t function, uint32_t count, const uint64_t *args) {
 }
 
 void hf_publish_input_area(uint32_t address) { mailbox->input_area = address; }
+
+/* Where exported i32 global `index` lives, for the host to read it without an exit. */
+void hf_publish_global(uint32_t index, const uint32_t *value) {
+  if (index < HF_MAX_EXPORTED_GLOBALS) mailbox->exported_globals[index] = (uintptr_t)value;
+}
 
 __attribute__((noreturn)) void hf_no_function(void) { stop(HF_TRAP_NO_FUNCTION); }
 
