@@ -7,6 +7,7 @@ import logging
 from vmm.canonical import AbiError
 from vmm.capabilities import CapabilityDenied
 from vmm.capabilities.state import StoreUnavailable
+from vmm.cpu_clock import CpuBudgetSpent
 from vmm.errors import (
     CapabilityUnavailable,
     CpuLimitExceeded,
@@ -24,6 +25,9 @@ def classify(plugin: str, limits: Limits, message: str, *, interrupted: bool,
              memory_size: int, host_cause: BaseException | None) -> SandboxFault:
     """`memory_size` is the plugin's linear memory size when it stopped (0 when unknown)."""
     if host_cause is not None:
+        if isinstance(host_cause, CpuBudgetSpent):
+            return CpuLimitExceeded(plugin, f"more than {limits.cpu_ms} ms of CPU time for one "
+                                            f"event ({host_cause})")
         if isinstance(host_cause, CapabilityDenied | AbiError):
             return PluginTrap(plugin, f"host call refused: {host_cause}")
         if isinstance(host_cause, StoreUnavailable):

@@ -30,6 +30,7 @@ from wasmtime.component._enter import enter_wasm
 
 from vmm.canonical import Enum, Result
 from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines, PluginLog
+from vmm.cpu_clock import check_event_budget
 from vmm.errors import (
     CpuLimitExceeded,
     InvalidVerdict,
@@ -140,6 +141,7 @@ def component_host_call(fn: HostFunction, method: Callable[..., Any]) -> Callabl
     returns_result = isinstance(fn.signature.result, Result)
 
     def call(_store: Any, *args: Any) -> Any:
+        check_event_budget()
         values = list(args)
         for i in enum_params:
             names = fn.signature.params[i].names  # type: ignore[attr-defined]
@@ -308,7 +310,7 @@ class ComponentSandbox(Sandbox):
         self._stderr = PluginStderr(plugin.log)
         wasi.stderr_custom = self._stderr.write
         self._store.set_wasi(wasi)
-        self._store.set_epoch_deadline(plugin.deadline_ticks)  # instantiation runs guest code
+        plugin.begin(self._store)  # instantiation runs guest code
         try:
             self._instance = plugin.linker.instantiate(self._store, plugin.component)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -324,7 +326,7 @@ class ComponentSandbox(Sandbox):
             func = self._instance.get_func(store, self._plugin.functions[type(event)])
             assert func is not None
             self._funcs[type(event)] = func
-        store.set_epoch_deadline(self._plugin.deadline_ticks)
+        self._plugin.begin(store)
         self._stderr.begin_event()
         try:
             value = call_checked(func, store, component_args(event), self.verdict_rules.max_bytes)
@@ -352,7 +354,7 @@ class ComponentSandbox(Sandbox):
     def _settle(self) -> None:
         func, self._post_return = self._post_return, None
         if func is not None and self._store is not None:
-            self._store.set_epoch_deadline(self._plugin.deadline_ticks)
+            self._plugin.begin(self._store)
             try:
                 func.post_return(self._store)
             except wasmtime.WasmtimeError as exc:

@@ -86,7 +86,7 @@ class CoreSandbox(Sandbox):
         self._max_verdict = self.verdict_rules.max_bytes
         self._store: wasmtime.Store | None = plugin.new_store()
         self._ctx: _Pointer = self._store._context()
-        self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, plugin.deadline_ticks)
+        self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, self._limits.cpu_ms)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
         self._post_return: tuple[RawFunc, int] | None = None
         self._streams = WasiStreams(plugin.log) if plugin.uses_wasi else None

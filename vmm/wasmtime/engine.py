@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 import wasmtime
 
-from vmm.cpu_clock import BusiestThread
+from vmm.cpu_clock import BusiestThread, start_event
 from vmm.wasmtime.raw import set_epoch_deadline
 
 TICK_SECONDS = 0.005
@@ -104,15 +104,18 @@ class EpochDeadline:
     leaves a deadline set in the previous tick, which still grants `ticks - 1` whole ticks,
     less what the ticker has yet to count: the CPU time asked for, as `ticks_for` promises."""
 
-    __slots__ = ("_ctx_address", "_set_at", "_ticker", "_ticks")
+    __slots__ = ("_cpu_seconds", "_ctx_address", "_set_at", "_ticker", "_ticks")
 
-    def __init__(self, ctx_address: int, ticker: EpochTicker, ticks: int) -> None:
+    def __init__(self, ctx_address: int, ticker: EpochTicker, cpu_ms: int) -> None:
         self._ctx_address = ctx_address
         self._ticker = ticker
-        self._ticks = ticks
+        self._ticks = ticker.ticks_for(cpu_ms)
+        self._cpu_seconds = cpu_ms / 1000  # also checked at host calls (check_event_budget)
         self._set_at = -1
 
     def renew(self) -> None:
+        """The store's code is about to run for one event (or a start function)."""
+        start_event(self._cpu_seconds)
         epoch = self._ticker.epoch
         if epoch != self._set_at:
             set_epoch_deadline(self._ctx_address, self._ticks)

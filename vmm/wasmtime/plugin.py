@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import wasmtime
 
+from vmm.cpu_clock import start_event
 from vmm.errors import CpuLimitExceeded, PluginLoadError, PluginTrap, SandboxFault
 from vmm.faults import summary
 from vmm.manifest import Manifest
@@ -27,6 +28,12 @@ class WasmtimePlugin(LoadedPlugin):
         self.engine = engine
         self.ticker = ticker
         self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
+
+    def begin(self, store: wasmtime.Store) -> None:
+        """The store's code is about to run for one event (or to instantiate): its CPU time
+        from now, for the epoch deadline and for host calls (check_event_budget)."""
+        store.set_epoch_deadline(self.deadline_ticks)
+        start_event(self.manifest.limits.cpu_ms / 1000)
 
     def new_store(self) -> wasmtime.Store:
         """A store for one sandbox: its linear memory within memory-mb, its tables within

@@ -21,6 +21,7 @@ from wasmtime import _ffi as ffi
 from vmm.canonical import AbiError
 from vmm.checked_memory import CheckedMemory
 from vmm.core_module import REALLOC_TYPES
+from vmm.cpu_clock import check_event_budget
 
 CoreTypes = Sequence[str]  # "i32" | "i64"
 _VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
@@ -208,6 +209,7 @@ class HostCalls:
         def trampoline(_env: int, caller: ctypes._Pointer, values: ctypes.Array,
                        _count: int) -> int:
             try:
+                check_event_budget()
                 ctx = ffi.wasmtime_caller_context(caller)
                 args = [values[i].i32 if k == "i32" else values[i].i64
                         for i, k in enumerate(kinds)]
