@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.plugin.build import build_plugin
+from sidecar.plugin.languages import rust
 from sidecar.plugin.toolchain import ToolchainMissing
 from sidecar.upstreams import RedisServer
 from vmm import kvm
@@ -95,6 +96,14 @@ def skip_unless_tier_runs(tier: str) -> None:
     reason = kvm.unavailable() if tier == "kvm" else None
     if reason is not None:
         pytest.skip(f"the {tier} tier cannot run here: {reason}")
+
+
+def skip_unless_rustc() -> None:
+    """Rust plugins need a rustc with the wasm32 target (Debian's, which `make` installs)."""
+    try:
+        rust.find_rustc()
+    except ToolchainMissing as missing:
+        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.plugin.languages import linking, rust
 from sidecar.plugin.toolchain import BuildError
-from tests.conftest import TIERS
+from tests.conftest import TIERS, skip_unless_rustc
 from tests.integration.harness import Stack, StackSpec, http_request, stack_per_tier, tcp_exchange
 from vmm.wasm_kind import WasmKind, wasm_kind
 
@@ -27,13 +27,6 @@ TEMPLATE_LANGUAGES = ("c", "python", *LANGUAGES)
 def hyperfilter(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([HYPERFILTER, "plugin", *args], capture_output=True, text=True,
                           timeout=120, check=False)
-
-
-def skip_unless_rustc() -> None:
-    try:
-        rust.find_rustc()
-    except BuildError as missing:
-        pytest.skip(str(missing))
 
 
 def new_plugin(language: str, parent: Path, name: str = "fresh") -> Path:

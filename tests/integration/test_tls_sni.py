@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TIERS
+from tests.conftest import TIERS, skip_unless_rustc
 from tests.integration.harness import Stack, StackSpec, stack_per_tier
-from tests.integration.test_zig_rust_plugins import skip_unless_rustc
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Loader, RecordingMetrics
-from tests.integration.test_zig_rust_plugins import skip_unless_rustc
+from tests.conftest import Loader, RecordingMetrics, skip_unless_rustc
 from tests.vmm.test_sandboxes import PROBE_EVENTS
 from vmm.errors import PluginTrap
 from vmm.events import Direction, Replace, TcpData
