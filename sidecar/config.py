@@ -57,14 +57,13 @@ keeps its shared-state keys (the store is the plugin name's).
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vmm.manifest import FAILURE_POLICIES, FailurePolicy, config_value
-from vmm.tables import Table, TableError
+from vmm.tables import Table, TableError, TomlError, read_toml
 
 TIERS = ("wasmtime", "kvm")
 DEFAULT_CACHE_DIR = Path("~/.cache/hyperfilter").expanduser()
@@ -313,12 +312,12 @@ def parse_config(data: Mapping[str, Any], base: Path) -> SidecarConfig:
 
 def load_config(path: Path) -> SidecarConfig:
     try:
-        data = tomllib.loads(path.read_text())
+        data = read_toml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no configuration file at {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except TomlError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     try:
         return parse_config(data, path.resolve().parent)

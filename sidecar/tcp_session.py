@@ -64,8 +64,20 @@ class TcpSession:
         self._opened = False
         # Bytes a plugin's on-open asked to send upstream first, by chain position.
         self._prefixes: dict[int, bytes] = {}
+        # Set once a verdict closed or reset the connection: whatever Envoy still sends (a
+        # message in flight, a hostile peer) goes nowhere, and is answered the same way.
+        self._ended: ConnectionAction | None = None
 
     def data(self, direction: Direction, data: bytes, end_of_stream: bool) -> TcpResult:
+        if self._ended is not None:
+            return TcpResult(b"", self._ended)
+        result = self._through_chain(direction, data, end_of_stream)
+        if result.action is not ConnectionAction.CONTINUE:
+            self._ended = result.action
+        return result
+
+    def _through_chain(self, direction: Direction, data: bytes,
+                       end_of_stream: bool) -> TcpResult:
         try:
             greeting = b""
             if not self._opened:

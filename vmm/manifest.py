@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,7 +32,7 @@ from typing import Any
 from vmm.capabilities import Grant, parse_grants
 from vmm.errors import ManifestError
 from vmm.events import EventKind
-from vmm.tables import Table, TableError
+from vmm.tables import Table, TableError, TomlError, read_toml
 
 MANIFEST_FILE = "manifest.toml"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -158,12 +157,12 @@ def load_manifest(path: Path) -> Manifest:
         path = path / MANIFEST_FILE
     label = path.parent.name or str(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = read_toml(path.read_text())
     except FileNotFoundError:
         raise ManifestError(label, f"no manifest at {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(label, f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except TomlError as exc:
         raise ManifestError(label, f"{path} is not valid TOML: {exc}") from None
     try:
         return parse_manifest(data, path.parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -10,6 +11,23 @@ T = TypeVar("T")
 
 class TableError(ValueError):
     """A field is unknown, missing or of the wrong type; the message names it."""
+
+
+class TomlError(ValueError):
+    """Text that is not TOML this project reads; the message says why."""
+
+
+def read_toml(text: str) -> dict[str, Any]:
+    """Parsed TOML. Hostile files break tomllib in ways that are not TOMLDecodeError: nesting
+    thousands deep (RecursionError), integers of thousands of digits (ValueError)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlError(str(exc)) from None
+    except RecursionError:
+        raise TomlError("nested too deeply") from None
+    except ValueError as exc:  # int()'s limit on digits
+        raise TomlError(str(exc)) from None
 
 
 class Table:
@@ -58,7 +76,7 @@ class Table:
             return self._missing(key, default)
         self._read.add(key)
         value = self._data[key]
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             known = ", ".join(sorted(choices))
             raise TableError(f"{self.path(key)}: {value!r} is not one of: {known}")
         return choices[value]

@@ -34,7 +34,6 @@ after an on-open one, its events carry no `expect`.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ from vmm.events import (
     Verdict,
 )
 from vmm.manifest import config_value
-from vmm.tables import Table, TableError
+from vmm.tables import Table, TableError, TomlError, read_toml
 
 TEST_FILE = "tests.toml"
 PROTOCOLS = ("tcp", "http")
@@ -254,8 +253,8 @@ def load_cases(path: Path) -> CaseFile:
 
 def parse_cases(text: str, path: Path) -> CaseFile:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = read_toml(text)
+    except TomlError as exc:
         raise CaseFileError(f"{path}: not valid TOML: {exc}") from None
     case_lines, event_lines = _header_lines(text)
     top = Table(data, "")

@@ -46,6 +46,14 @@ def test_log_lines_cannot_be_forged(caplog: pytest.LogCaptureFixture) -> None:
         "ok\\nERROR forged \\x1b[31m", "line one", "line two"]
 
 
+def test_a_flood_of_lines_past_the_rate_is_counted_not_walked(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = PluginLog("flood", rate=2, clock=Clock())
+    with caplog.at_level(logging.INFO, logger="hyperfilter.plugin.flood"):
+        OutputLines(log, 1).write(b"\n" * (64 << 10))
+    assert len(caplog.records) == 2 and log.dropped == (64 << 10) - 2
+
+
 def test_metrics_only_declared_names() -> None:
     sink = RecordingMetrics()
     host = MetricsHost("p", frozenset({"hits"}), frozenset({"level"}), sink)

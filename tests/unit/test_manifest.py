@@ -89,6 +89,12 @@ def test_errors_name_the_field(tmp_path: Path, change: str, message: str) -> Non
     ('name = "p"\nversion = "0"\nevents = ["tcp"]\nfailure-policy = "maybe"\n',
      "'maybe' is not one of: fail-closed, fail-open"),
     ('name = "p\nversion = 1', "is not valid TOML"),
+    # What breaks tomllib other than with its own error, and a choice given as a list:
+    ('name = "p"\nversion = "0"\nevents = ["tcp"]\nx = ' + "[" * 5000 + "]" * 5000,
+     "nested too deeply"),
+    ('name = "p"\nversion = "0"\nevents = ["tcp"]\nx = ' + "9" * 5000, "is not valid TOML"),
+    ('name = "p"\nversion = "0"\nevents = ["tcp"]\nfailure-policy = ["fail-open"]\n',
+     "is not one of: fail-closed, fail-open"),
 ])
 def test_malformed_manifests(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):

@@ -138,6 +138,9 @@ def test_the_events_of_a_stream_ended_at_on_open_carry_no_expectation() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("[[case]\n", "plugin/tests.toml: not valid TOML: "),
+    ("x = " + "[" * 5000 + "]" * 5000, "not valid TOML: nested too deeply"),
+    ("x = " + "9" * 5000, "not valid TOML: "),
+    ('[[case]]\nname = "c"\nprotocol = ["tcp"]\n', "case 1 (c): protocol: ['tcp'] is not one of"),
     ("", "no [[case]]"),
     ("[other]\n", "other: unknown field"),
     ('[[case]]\nname = "c"\nprotocol = "udp"\n', "case 1 (c): protocol: 'udp' is not one of"),

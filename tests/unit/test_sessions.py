@@ -123,6 +123,22 @@ def test_close_and_reset_stop_the_chain() -> None:
     assert reset.data(IN, b"x", False).action is ConnectionAction.RESET
 
 
+def test_nothing_passes_once_a_verdict_ended_the_connection() -> None:
+    """What Envoy still sends after a close (a message in flight, a hostile peer) goes
+    nowhere and gets the close again; the plugins see none of it."""
+    refusing = fake("refuser", lambda e: AnswerAndClose(b"no") if isinstance(e, TcpOpen)
+                    else FORWARD)
+    session = tcp(refusing)
+    assert session.data(IN, b"first", False).action is ConnectionAction.CLOSE
+    for direction in (IN, OUT):
+        assert session.data(direction, b"second", False) == TcpResult(
+            b"", ConnectionAction.CLOSE)
+    assert [e for e in refusing.seen if isinstance(e, TcpData)] == []
+    resetting = tcp(fake("r", lambda e: Reset() if isinstance(e, TcpData) else FORWARD))
+    resetting.data(OUT, b"x", False)
+    assert resetting.data(IN, b"y", False) == TcpResult(b"", ConnectionAction.RESET)
+
+
 def test_open_verdicts_prefix_upstream_data_or_refuse() -> None:
     prefix = fake("proxy-proto", lambda e: Replace(b"PROXY ") if isinstance(e, TcpOpen)
                   else FORWARD)
