@@ -156,6 +156,7 @@ class Connection(asyncio.Protocol):
         self._turn_ends = 0.0
         self._abuse: str | None = None  # why a callback failed the session, if on purpose
         self._backlog = b""  # what the peer sent that waits for the next loop turn
+        self._turn_paused = False  # a callback paused nghttp2 this turn
         self._paused_for: set[str] = set()  # why reading is paused, if it is
         self.draining = False
         self._goaway = False  # one was sent or received: the session may finish
@@ -183,6 +184,7 @@ class Connection(asyncio.Protocol):
         """Hand `data` to nghttp2 for at most TURN_SECONDS; what is left waits for the next
         loop turn, with reading paused meanwhile."""
         self._turn_ends = time.perf_counter() + TURN_SECONDS
+        self._turn_paused = False
         try:
             taken = self._session.recv(data)
         except Nghttp2Error as error:
@@ -190,7 +192,9 @@ class Connection(asyncio.Protocol):
             abuse = self._abuse or error.code in nghttp2.FLOOD_ERRORS
             self._end(nghttp2.ENHANCE_YOUR_CALM if abuse else nghttp2.PROTOCOL_ERROR)
             return
-        if taken < len(data):
+        # Paused, nghttp2 may have taken every byte and still owe the frame's end (a DATA
+        # frame's END_STREAM, a header block's end): the next turn goes on, bytes or none.
+        if taken < len(data) or self._turn_paused:
             self._backlog = data[taken:]
             self._pause_reading("backlog")
             # Not before a turn's time has passed: meanwhile the loop is the others'.
@@ -199,10 +203,10 @@ class Connection(asyncio.Protocol):
 
     def _receive_backlog(self) -> None:
         data, self._backlog = self._backlog, b""
-        if self._transport is None or not data:
+        if self._transport is None:
             return
         self._receive(data)
-        if not self._backlog:
+        if not self._turn_paused:
             self._resume_reading("backlog")
 
     def _pause_reading(self, why: str) -> None:
@@ -271,7 +275,11 @@ class Connection(asyncio.Protocol):
         return nghttp2.ERR_PAUSE if self._turn_is_over() else 0
 
     def _turn_is_over(self) -> bool:
-        return time.perf_counter() > self._turn_ends
+        """Past the turn's time: the callback returns ERR_PAUSE (and `_receive` goes on next
+        turn)."""
+        if time.perf_counter() > self._turn_ends:
+            self._turn_paused = True
+        return self._turn_paused
 
     def end_stream(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)

@@ -15,6 +15,7 @@ import h2.settings
 import pytest
 from grpc_health.v1 import health_pb2
 
+from sidecar import http2
 from sidecar.grpc_server import GrpcServer, Status
 from tests.integration.harness import LoopThread
 
@@ -197,6 +198,25 @@ def test_errors_end_the_call_with_a_status(server: int, path: str, payload: byte
     client.send(after, grpc_message(b"ok"), end=True)
     client.until(h2.events.StreamEnded, after)
     assert client.body(after) == grpc_message(b"ok")
+    client.close()
+
+
+def test_calls_end_when_every_callback_pauses(server: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its turn a callback pauses nghttp2, which may have taken every byte and still owe
+    the frame's END_STREAM: under load, a call after a refused one never ended. Every callback
+    pausing, each call ends, the refused one too."""
+    monkeypatch.setattr(http2, "TURN_SECONDS", -1.0)
+    client = Client(server)
+    refused = client.call("/no.Such/Method")
+    client.send(refused, grpc_message(b"x"), end=True)
+    client.until(h2.events.StreamEnded, refused)
+    for payload in (b"one", b"two"):
+        stream = client.call(ECHO)
+        client.send(stream, grpc_message(payload), end=True)
+        client.until(h2.events.StreamEnded, stream)
+        assert client.body(stream) == grpc_message(payload)
+        assert client.trailers(stream)["grpc-status"] == "0"
     client.close()
 
 
