@@ -70,7 +70,9 @@ class ModuleTypes:
     memories: list[MemorySig] = field(default_factory=list)  # imported and defined
 
 
-class _Reader:
+class BinaryReader:
+    """Reads LEB128 integers, names and types from `data[at:end]`; past `end` is an error."""
+
     def __init__(self, data: bytes, at: int = 0, end: int | None = None) -> None:
         self.data = data
         self.at = at
@@ -139,7 +141,7 @@ def read_module_types(wasm: bytes) -> ModuleTypes:
     """The module's imports, exports and memories, with their types."""
     if wasm[:4] != MAGIC or wasm[4:8] != b"\x01\0\0\0":
         raise WasmFormatError("not a core WebAssembly module (version 1)")
-    reader = _Reader(wasm, 8)
+    reader = BinaryReader(wasm, 8)
     types: list[FuncSig] = []
     functions: list[FuncSig] = []
     globals_: list[GlobalSig] = []
@@ -147,7 +149,7 @@ def read_module_types(wasm: bytes) -> ModuleTypes:
     while reader.at < reader.end:
         section_id = reader.byte()
         size = reader.uleb()
-        section = _Reader(wasm, reader.at, reader.at + size)
+        section = BinaryReader(wasm, reader.at, reader.at + size)
         reader.skip(size)
         kind = _SECTIONS.get(section_id)
         if kind is None:
@@ -187,12 +189,12 @@ def _type_at(types: list[FuncSig], index: int) -> FuncSig:
     return types[index]
 
 
-def _memory_sig(reader: _Reader) -> MemorySig:
+def _memory_sig(reader: BinaryReader) -> MemorySig:
     flags, minimum, maximum = reader.limits()
     return MemorySig(minimum, maximum, bool(flags & 4))
 
 
-def _extern_sig(reader: _Reader, kind: int, types: list[FuncSig]) -> ExternSig:
+def _extern_sig(reader: BinaryReader, kind: int, types: list[FuncSig]) -> ExternSig:
     if kind == _FUNC:
         return _type_at(types, reader.uleb())
     if kind == _TABLE:

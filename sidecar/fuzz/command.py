@@ -50,7 +50,8 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
             else {}
         case = cases.load(replay_file) if replay_file is not None else None
         seeds = seeds_from_test_file(plugin_dir)
-        with console.status(f"loading {plugin_dir} on {tier} (a first load compiles it)"):
+        with console.status(f"loading {plugin_dir} on {tier} (a first load compiles it, and "
+                            "instruments it: a minute or two for an interpreter's component)"):
             plain = Target(plugin_dir, tier)
             target = Target(plugin_dir, tier, coverage=coverage and case is None)
     except (ValueError, PropertyFileError, cases.CaseError, CaseFileError, ConfigError,
@@ -61,8 +62,8 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
         if case is not None:
             return _replay(plain, case, properties, replay_file, console)
         seed = seed if seed is not None else time.time_ns() % 1_000_000
-        counted = (f"{target.instrumented.counters} coverage counters" if target.instrumented
-                   else "no coverage counters (a component, or --no-coverage)")
+        counted = (f"{target.instrumented.counters:,} coverage counters" if target.instrumented
+                   else f"no coverage counters: {target.uninstrumented}")
         console.print(f"fuzzing {target.plugin.name} on {target.plugin.tier} "
                       f"({', '.join(target.protocols)} streams; {counted}; {len(seeds)} cases "
                       f"from its {TEST_FILE}), seed {seed}")

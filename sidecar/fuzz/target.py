@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.app import Sidecar
-from sidecar.config import SidecarConfig, parse_config
+from sidecar.config import DEFAULT_CACHE_DIR, SidecarConfig, parse_config
 from sidecar.fuzz.cases import Case
-from sidecar.fuzz.coverage import Instrumented, InstrumentError, instrument, read_counters
+from sidecar.fuzz.coverage import (
+    Instrumented,
+    InstrumentError,
+    instrument_cached,
+    read_counters,
+)
 from sidecar.http_session import HttpResult, HttpSession
 from sidecar.streams import Decision, DecisionRecorder, StreamPlugins
 from sidecar.tcp_session import ConnectionAction, TcpResult, TcpSession
@@ -67,15 +72,17 @@ class Target:
     def __init__(self, plugin_dir: Path, tier: str, cache_dir: Path | None = None,
                  coverage: bool = False, config: Mapping[str, str] | None = None) -> None:
         """Loads the plugin; PluginLoadError (or ConfigError) names what is wrong. With
-        `coverage`, a copy whose core module counts what it runs (sidecar/fuzz/coverage.py;
-        `instrumented` stays None where it cannot: a component). `config`
+        `coverage`, a copy whose core modules count what they run (sidecar/fuzz/coverage.py;
+        where they cannot, `instrumented` stays None and `uninstrumented` says why). `config`
         overrides entries of the manifest's `[config]`, as a sidecar's plugin entry can.
         Its shared-state is a store in memory of its own, empty at first."""
         manifest = load_manifest(plugin_dir)
         self.instrumented: Instrumented | None = None
+        self.uninstrumented = "" if coverage else "--no-coverage"  # why there are no counters
         self._copy: tempfile.TemporaryDirectory[str] | None = None
         if coverage:
-            plugin_dir = self._instrumented_copy(plugin_dir, manifest.wasm)
+            plugin_dir = self._instrumented_copy(plugin_dir, manifest.wasm,
+                                                 cache_dir or DEFAULT_CACHE_DIR)
         name = manifest.name
         entry = {"path": str(plugin_dir), "tier": tier, "config": dict(config or {})}
         table: dict[str, object] = {"plugins": {name: entry},
@@ -92,14 +99,18 @@ class Target:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
 
-    def _instrumented_copy(self, plugin_dir: Path, wasm: Path) -> Path:
+    def _instrumented_copy(self, plugin_dir: Path, wasm: Path, cache_dir: Path) -> Path:
         """A copy of the plugin's directory with its wasm instrumented; the directory itself
-        where the module cannot be (a component) or lives elsewhere."""
+        where the wasm cannot be instrumented or lives elsewhere (`uninstrumented` says)."""
         try:
             relative = wasm.resolve().relative_to(plugin_dir.resolve())
-            self.instrumented = instrument(wasm.read_bytes())
-        except (ValueError, InstrumentError):  # InstrumentError is a ValueError too
-            self.instrumented = None
+        except ValueError:
+            self.uninstrumented = f"its wasm is outside {plugin_dir}"
+            return plugin_dir
+        try:
+            self.instrumented = instrument_cached(wasm.read_bytes(), cache_dir)
+        except InstrumentError as exc:
+            self.uninstrumented = str(exc)
             return plugin_dir
         self._copy = tempfile.TemporaryDirectory(prefix="hyperfilter-fuzz-")
         copy = Path(self._copy.name) / plugin_dir.name

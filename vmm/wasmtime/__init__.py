@@ -16,6 +16,7 @@ from vmm.capabilities import HostEnv
 from vmm.core_module import check_core_module
 from vmm.errors import NotWasmError
 from vmm.manifest import Manifest
+from vmm.memory_plan import memory_plan
 from vmm.sandbox import Backend, LoadedPlugin
 from vmm.wasm_kind import WasmKind, wasm_kind
 from vmm.wasmtime import component_bytes
@@ -52,10 +53,12 @@ class WasmtimeBackend(Backend):
                     wasm, f"{variant}.cwasm", lambda: wasmtime.Module(engine, wasm).serialize(),
                     lambda path: wasmtime.Module.deserialize_file(engine, str(path)),
                     f"plugin {manifest.name} (a core module)")
-                return CorePlugin(manifest, core, module, env, engine, self.ticker)
+                return CorePlugin(manifest, core, module, env, engine, self.ticker,
+                                  memory_plan(wasm))
             if kind is WasmKind.COMPONENT:
                 component = self.compile_component(manifest, wasm)
-                return ComponentPlugin(manifest, component, env, engine, self.ticker)
+                return ComponentPlugin(manifest, component, env, engine, self.ticker,
+                                       memory_plan(wasm))
         except wasmtime.WasmtimeError as exc:
             raise NotWasmError(manifest.name, f"{manifest.wasm} does not compile: "
                                               f"{str(exc).splitlines()[0]}") from None

@@ -28,7 +28,7 @@ import wasmtime.component as wc
 from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
-from vmm.canonical import Enum, Result
+from vmm.canonical import AbiError, Enum, Result
 from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines, PluginLog
 from vmm.cpu_clock import check_event_budget
 from vmm.errors import (
@@ -54,6 +54,7 @@ from vmm.events import (
 from vmm.faults import classify
 from vmm.grants import grant_for
 from vmm.manifest import Manifest
+from vmm.memory_plan import MemoryPlan
 from vmm.sandbox import Sandbox
 from vmm.verdicts import VerdictProblem, check_entries, check_size
 from vmm.wasmtime.engine import EpochTicker
@@ -86,8 +87,9 @@ class ComponentPlugin(WasmtimePlugin):
     kind = "component"
 
     def __init__(self, manifest: Manifest, component: wc.Component, env: HostEnv,
-                 engine: wasmtime.Engine, ticker: EpochTicker) -> None:
-        super().__init__(manifest, engine, ticker)
+                 engine: wasmtime.Engine, ticker: EpochTicker,
+                 memories: MemoryPlan | None) -> None:
+        super().__init__(manifest, engine, ticker, memories)
         self.component = component
         self.log = env.log
         imports = component.type.imports(engine)
@@ -346,6 +348,28 @@ class ComponentSandbox(Sandbox):
             return component_verdict(event, value)
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidVerdict(self.plugin, str(exc)) from None
+
+    def exported_bytes(self, function: str) -> bytes:
+        """What the export `function: func() -> list<u8>` returns now, run under the plugin's
+        limits: how a tool reads what an instrumented component keeps for it (the fuzzer's
+        coverage counters, sidecar/fuzz/coverage.py)."""
+        self.settle()
+        store = self._store
+        if store is None or self.fault is not None:
+            raise SandboxFault(self.plugin, "read from a closed or faulted sandbox")
+        index = self._plugin.component.get_export_index(function)
+        func = self._instance.get_func(store, index) if index is not None else None
+        if func is None:
+            raise AbiError(f"the plugin exports no function {function}")
+        self._plugin.begin(store)
+        try:
+            value = func(store)
+            func.post_return(store)
+        except wasmtime.WasmtimeError as exc:
+            raise self._fault(str(exc), None) from None
+        if not isinstance(value, bytes):
+            raise AbiError(f"{function} returned {type(value).__name__}, not list<u8>")
+        return value
 
     @property
     def unsettled(self) -> bool:

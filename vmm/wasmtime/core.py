@@ -26,6 +26,7 @@ from vmm.faults import classify
 from vmm.host_abi import granted_host_calls
 from vmm.input_area import INPUT_AREA_EXPORT, ArgumentArea
 from vmm.manifest import Manifest
+from vmm.memory_plan import MemoryPlan
 from vmm.sandbox import Sandbox
 from vmm.wasi_preview1 import INITIALIZE, WASI_MODULE, WasiStreams
 from vmm.wasmtime.engine import EpochDeadline, EpochTicker
@@ -56,8 +57,9 @@ class CorePlugin(WasmtimePlugin):
     kind = "core module"
 
     def __init__(self, manifest: Manifest, core: CoreModule, module: wasmtime.Module,
-                 env: HostEnv, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
-        super().__init__(manifest, engine, ticker)
+                 env: HostEnv, engine: wasmtime.Engine, ticker: EpochTicker,
+                 memories: MemoryPlan | None) -> None:
+        super().__init__(manifest, engine, ticker, memories)
         self.handlers = core.handlers
         self.host_calls = HostCalls()
         linker = wasmtime.Linker(engine)

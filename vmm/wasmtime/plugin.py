@@ -9,25 +9,39 @@ from vmm.cpu_clock import start_event
 from vmm.errors import CpuLimitExceeded, PluginLoadError, PluginTrap, SandboxFault
 from vmm.faults import summary
 from vmm.manifest import Manifest
+from vmm.memory_plan import MemoryPlan
 from vmm.sandbox import LoadedPlugin
 from vmm.wasmtime.engine import EpochTicker
 
-# The canonical ABI lifts and lowers through one linear memory; a second would only multiply
-# memory-mb (wasmtime's memory limit is per memory).
-MAX_MEMORIES = 1
+# The canonical ABI lifts and lowers through one linear memory: a plugin whose memories cannot
+# be read from its binary gets that one (vmm/memory_plan.py: wasmtime's limit is per memory).
+UNPLANNED = MemoryPlan(growable=1)
 # wasmtime's element limit is per table: the sandbox's allowance is shared among this many
 # (componentize-py's components have two tables, C modules one).
 MAX_TABLES = 4
 
 
+def allowed_memories(plan: MemoryPlan | None) -> MemoryPlan:
+    """The memories a plugin's stores allow: its plan, unless it has none or more than one
+    memory that may grow (each could take all of memory-mb)."""
+    return plan if plan is not None and plan.growable <= 1 else UNPLANNED
+
+
 class WasmtimePlugin(LoadedPlugin):
     tier = "wasmtime"
 
-    def __init__(self, manifest: Manifest, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
+    def __init__(self, manifest: Manifest, engine: wasmtime.Engine, ticker: EpochTicker,
+                 memories: MemoryPlan | None) -> None:
+        """`memories`: what the plugin's instantiation creates (vmm/memory_plan.py)."""
         super().__init__(manifest)
         self.engine = engine
         self.ticker = ticker
         self.deadline_ticks = ticker.ticks_for(manifest.limits.cpu_ms)
+        self.memories = allowed_memories(memories)
+        if self.memories.fixed_bytes >= manifest.limits.memory_bytes:
+            raise PluginLoadError(self.name, f"its fixed-size memories take "
+                                             f"{self.memories.fixed_bytes} bytes, all of "
+                                             f"memory-mb and more")
 
     def begin(self, store: wasmtime.Store) -> None:
         """The store's code is about to run for one event (or to instantiate): its CPU time
@@ -36,13 +50,14 @@ class WasmtimePlugin(LoadedPlugin):
         start_event(self.manifest.limits.cpu_ms / 1000)
 
     def new_store(self) -> wasmtime.Store:
-        """A store for one sandbox: its linear memory within memory-mb, its tables within
-        the elements its limits allow (vmm/manifest.py): a table.grow past them fails."""
+        """A store for one sandbox: its linear memory within memory-mb less its fixed-size
+        memories, no memory more than it declares, its tables within the elements its limits
+        allow (vmm/manifest.py): a table.grow past them fails."""
         limits = self.manifest.limits
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=limits.memory_bytes,
+        store.set_limits(memory_size=limits.memory_bytes - self.memories.fixed_bytes,
                          table_elements=limits.table_elements // MAX_TABLES,
-                         tables=MAX_TABLES, memories=MAX_MEMORIES)
+                         tables=MAX_TABLES, memories=self.memories.memories)
         return store
 
     def instantiation_fault(self, error: wasmtime.Trap | wasmtime.WasmtimeError) -> SandboxFault:

@@ -1,0 +1,161 @@
+"""The linear memories instantiating a plugin creates, read from its binary before anything
+compiles it, so that a sandbox's store allows exactly those and no more.
+
+wasmtime bounds each memory of a store by the same byte limit, so a plugin allowed two
+memories could use twice its memory-mb. The rule: one memory that may grow (the canonical
+ABI's), under memory-mb less the rest, and any memories of fixed size (maximum = minimum),
+whose bytes are taken from memory-mb. A fuzzer's instrumented component keeps its coverage
+counters in such memories.
+
+For a component only the shape the component toolchains produce is read: core modules and
+their instances at the top level, nested components without core modules. Anything else (a
+core module imported or aliased, a nested component with core modules, a module this reader
+cannot read) has no plan: such a plugin gets one memory, as before."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmm.wasm_kind import MAGIC, WasmKind, wasm_kind
+from vmm.wasm_types import BinaryReader, MemorySig, WasmFormatError, read_module_types
+
+PAGE = 65536
+# Component sections (the component model's binary format)
+_CORE_MODULE, _CORE_INSTANCE, _COMPONENT, _ALIAS, _IMPORT = 1, 2, 4, 6, 10
+_CORE_SORT, _CORE_MODULE_SORT = 0x00, 0x11
+_INSTANTIATE = 0x00
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    growable: int = 0     # memories that may grow
+    fixed: int = 0        # memories of fixed size ...
+    fixed_bytes: int = 0  # ... and their bytes together
+
+    def __add__(self, other: MemoryPlan) -> MemoryPlan:
+        return MemoryPlan(self.growable + other.growable, self.fixed + other.fixed,
+                          self.fixed_bytes + other.fixed_bytes)
+
+    @property
+    def memories(self) -> int:
+        return self.growable + self.fixed
+
+
+def memory_plan(wasm: bytes) -> MemoryPlan | None:
+    """What instantiating `wasm` (a core module or a component) creates; None when its shape
+    is not one this reads (the module docstring)."""
+    try:
+        if wasm_kind(wasm) is WasmKind.CORE:
+            return _module_plan(wasm)
+        if wasm_kind(wasm) is WasmKind.COMPONENT:
+            return _component_plan(wasm, top=True)
+    except (WasmFormatError, _Unplanned):
+        pass
+    return None
+
+
+class _Unplanned(Exception):
+    """A shape `memory_plan` does not read."""
+
+
+def _module_plan(wasm: bytes) -> MemoryPlan:
+    types = read_module_types(wasm)
+    imported = sum(isinstance(item.sig, MemorySig) for item in types.imports)
+    plan = MemoryPlan()
+    for memory in types.memories[imported:]:
+        fixed = memory.maximum == memory.minimum and not memory.memory64
+        plan += MemoryPlan(0, 1, memory.minimum * PAGE) if fixed else MemoryPlan(1)
+    return plan
+
+
+def _component_plan(wasm: bytes, top: bool) -> MemoryPlan:
+    if wasm[:4] != MAGIC:
+        raise _Unplanned
+    reader = BinaryReader(wasm, 8)
+    modules: list[MemoryPlan] = []
+    plan = MemoryPlan()
+    while reader.at < reader.end:
+        section_id, size = reader.byte(), reader.uleb()
+        section = BinaryReader(wasm, reader.at, reader.at + size)
+        reader.skip(size)
+        if section_id == _CORE_MODULE:
+            if not top:
+                raise _Unplanned  # a nested component's may be instantiated any number of times
+            modules.append(_module_plan(wasm[section.at:section.end]))
+        elif section_id == _CORE_INSTANCE:
+            for _ in range(section.uleb()):
+                plan += _instance_plan(section, modules)
+        elif section_id == _COMPONENT:
+            if _component_plan(wasm[section.at:section.end], top=False).memories:
+                raise _Unplanned
+        elif section_id in (_ALIAS, _IMPORT) and _names_a_core_module(section, section_id):
+            raise _Unplanned  # module indices would not be the sections' order
+    return plan
+
+
+def _instance_plan(section: BinaryReader, modules: list[MemoryPlan]) -> MemoryPlan:
+    """One core instance: the memories of the module it instantiates, none if it is made of
+    exports."""
+    if section.byte() == _INSTANTIATE:
+        module = section.uleb()
+        for _ in range(section.uleb()):  # its arguments: a name and an instance each
+            section.name()
+            section.skip(1)
+            section.uleb()
+        if module >= len(modules):
+            raise _Unplanned
+        return modules[module]
+    for _ in range(section.uleb()):  # exports of other instances' items
+        section.name()
+        section.skip(1)
+        section.uleb()
+    return MemoryPlan()
+
+
+def _names_a_core_module(section: BinaryReader, section_id: int) -> bool:
+    """Whether an alias or import section brings a core module into the index space."""
+    for _ in range(section.uleb()):
+        if section_id == _ALIAS:
+            if _alias_sort(section) == _CORE_MODULE_SORT:
+                return True
+        elif _import_is_core_module(section):
+            return True
+    return False
+
+
+def _alias_sort(section: BinaryReader) -> int:
+    """Read one alias; its sort (a core sort is 0x10 and up)."""
+    sort = section.byte()
+    if sort == _CORE_SORT:
+        sort = section.byte()
+    target = section.byte()
+    if target in (0x00, 0x01):  # an export of an instance, of a core instance
+        section.uleb()
+        section.name()
+    elif target == 0x02:  # outer
+        section.uleb()
+        section.uleb()
+    else:
+        raise _Unplanned
+    return sort
+
+
+def _import_is_core_module(section: BinaryReader) -> bool:
+    """Read one import; whether it is of a core module."""
+    versioned = section.byte()
+    section.name()
+    if versioned == 0x01:
+        section.name()  # the version suffix
+    elif versioned != 0x00:
+        raise _Unplanned
+    kind = section.byte()
+    if kind == _CORE_SORT:
+        return True
+    if kind in (0x02, 0x03):  # a value's bound, a type's bound
+        if section.byte() == 0x00 or kind == 0x02:
+            section.uleb()
+    elif kind in (0x01, 0x04, 0x05):
+        section.uleb()
+    else:
+        raise _Unplanned
+    return False
