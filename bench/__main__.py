@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import languages, state, tiers
+from bench import fuzzing, languages, state, tiers
 from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
     SLOW_NEIGHBOURS,
@@ -80,6 +80,7 @@ class Scale:
         self.integrity_seconds = 60.0 if quick else 240.0  # then what is still open dies
         self.concurrency = (1, 16, 64, 256)
         self.live = (1000,) if quick else (1000, 10000)
+        self.fuzz_seconds = 5.0 if quick else 20.0  # a plugin, tier and coverage each
 
 
 def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
@@ -95,6 +96,7 @@ def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
         results["shared_state_increment"] = state.increment_costs(scale.event_calls, progress)
         results["plugin_languages"] = languages.language_rows(
             made, scale.component_sandboxes, scale.event_calls, progress)
+        results["fuzzing"] = fuzzing.fuzz_rows(tuple(made), scale.fuzz_seconds, progress)
         if "kvm" in made:
             results["kvm_new_vm_breakdown_us"] = tiers.kvm_breakdown(made["kvm"],
                                                                      scale.sandboxes // 6)

@@ -69,7 +69,7 @@ def main(plugin_dir: Path, tier: str, duration: str, events: int | None, seed: i
                       f"from its {TEST_FILE}), seed {seed}")
         found = fuzz(target, lambda candidate: check(plain, candidate, plain.run(candidate),
                                                      properties, repeat=True),
-                     budget, seed, corpus, properties, console, seeds)
+                     budget, seed, corpus, properties, console, seeds).found
         if found is None:
             console.print("[green]nothing found[/]")
             return 0

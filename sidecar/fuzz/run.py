@@ -72,6 +72,11 @@ class Progress:
     events: int = 0
     started: float = 0.0
 
+    def done(self, found: tuple[Case, Finding] | None, corpus: int,
+             coverage: Coverage | None) -> Fuzzed:
+        return Fuzzed(found, self.streams, self.events, time.monotonic() - self.started,
+                      corpus, coverage.sites if coverage else None)
+
     def line(self, corpus: int, coverage: Coverage | None, shapes: int) -> str:
         seconds = max(time.monotonic() - self.started, 1e-9)
         reached = (f"coverage {coverage.sites}/{coverage.counters} sites" if coverage
@@ -80,11 +85,24 @@ class Progress:
                 f"events ({self.events / seconds:,.0f}/s); {reached}; corpus {corpus}")
 
 
+@dataclass(frozen=True)
+class Fuzzed:
+    """What a run did: the first finding `confirm` upheld (and the case), if any; how many
+    streams and events in how long; the corpus it ended with; the counters reached."""
+
+    found: tuple[Case, Finding] | None
+    streams: int
+    events: int
+    seconds: float
+    corpus: int
+    sites: int | None  # None: not instrumented
+
+
 def fuzz(target: Target, confirm: Callable[[Case], Finding | None], budget: Budget, seed: int,
          corpus_dir: Path | None, properties: dict[str, Property],
-         console: Console, seeds: Sequence[Case] = ()) -> tuple[Case, Finding] | None:
-    """The first finding `confirm` upholds (`confirm` runs the case on the plugin without
-    instrumentation), or None when the budget is spent. The corpus starts with `seeds`
+         console: Console, seeds: Sequence[Case] = ()) -> Fuzzed:
+    """Streams until the first finding `confirm` upholds (`confirm` runs the case on the
+    plugin without instrumentation), or the budget is spent. The corpus starts with `seeds`
     (the plugin's own test cases) and the cases in `corpus_dir`."""
     rng = random.Random(seed)
     generator = Generator(rng, words_of(target.plugin.manifest.wasm.read_bytes()))
@@ -108,7 +126,7 @@ def fuzz(target: Target, confirm: Callable[[Case], Finding | None], budget: Budg
             finding = check(target, case, outcome, properties,
                             repeat=progress.streams % REPEAT_EVERY == 0)
             if finding is not None and (confirmed := confirm(case)) is not None:
-                return case, confirmed
+                return progress.done((case, confirmed), len(corpus), coverage)
             shape = outcome.signature()
             new_shape = shape not in shapes
             shapes.add(shape)
@@ -119,7 +137,7 @@ def fuzz(target: Target, confirm: Callable[[Case], Finding | None], budget: Budg
                     cases.save(case, corpus_dir / f"case-{cases.digest(case)}.json")
             live.update(progress.line(len(corpus), coverage, len(shapes)))
     console.print(progress.line(len(corpus), coverage, len(shapes)))
-    return None
+    return progress.done(None, len(corpus), coverage)
 
 
 def minimized(target: Target, case: Case, finding: Finding,

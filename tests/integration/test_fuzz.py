@@ -18,6 +18,7 @@ import pytest
 from sidecar.fuzz import cases
 from tests.conftest import TIERS, plugin_dir, skip_unless_tier_runs
 from tests.integration.test_cli import HYPERFILTER
+from tests.unit.test_component_coverage import component_of, copy_with
 
 pytestmark = pytest.mark.integration
 FAULTS = ("trap", "loop", "hog", "oob", "badptr")  # what faulty misbehaves on
@@ -113,6 +114,33 @@ def test_a_sound_plugin_runs_its_budget_out_guided_by_coverage(tier: str,
                  "2", "--corpus", str(tmp_path))  # starts from that corpus
     assert again.returncode == 0
     assert len(list(tmp_path.glob("case-*.json"))) >= len(grown)
+
+
+def test_a_component_is_guided_by_its_core_modules_counters(tmp_path: Path) -> None:
+    """tcp-blocker's C module made a component by wit-component: its core modules are
+    instrumented where they sit, the counters read through the exports that adds."""
+    directory = copy_with(tmp_path, "tcp-blocker", component_of("tcp-blocker"))
+    run = fuzz(str(directory), "--events", "2000", "--time", "60s", "--seed", "1", "--corpus",
+               str(tmp_path / "corpus"))
+    assert run.returncode == 0, run.stdout
+    reached = re.search(r"(\d[\d,]*) coverage counters", run.stdout)
+    assert reached is not None, run.stdout
+    sites = re.search(r"coverage (\d+)/(\d+) sites", run.stdout)
+    assert sites is not None and 0 < int(sites.group(1)) < int(sites.group(2)) == int(
+        reached.group(1).replace(",", ""))
+    assert list((tmp_path / "corpus").glob("case-*.json"))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["jwt-auth", "pii-redactor"])
+def test_python_and_javascript_plugins_are_guided_by_their_interpreters_counters(
+        name: str, tmp_path: Path) -> None:
+    run = fuzz(str(plugin_dir(name)), "--events", "300", "--time", "120s", "--seed", "1",
+               "--corpus", str(tmp_path))
+    assert run.returncode == 0, run.stdout
+    sites = re.search(r"coverage (\d+)/(\d+) sites", run.stdout)
+    assert sites is not None and int(sites.group(1)) > 1000
+    assert list(tmp_path.glob("case-*.json"))
 
 
 @pytest.mark.parametrize(("args", "message"), [

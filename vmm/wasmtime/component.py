@@ -350,9 +350,10 @@ class ComponentSandbox(Sandbox):
             raise InvalidVerdict(self.plugin, str(exc)) from None
 
     def exported_bytes(self, function: str) -> bytes:
-        """What the export `function: func() -> list<u8>` returns now, run under the plugin's
-        limits: how a tool reads what an instrumented component keeps for it (the fuzzer's
-        coverage counters, sidecar/fuzz/coverage.py)."""
+        """What the export `function: func() -> string` returns now, as the bytes of its
+        Latin-1 encoding (one character a byte), run under the plugin's limits: how a tool
+        reads what an instrumented component keeps for it (the fuzzer's coverage counters,
+        sidecar/fuzz/coverage.py)."""
         self.settle()
         store = self._store
         if store is None or self.fault is not None:
@@ -367,9 +368,10 @@ class ComponentSandbox(Sandbox):
             func.post_return(store)
         except wasmtime.WasmtimeError as exc:
             raise self._fault(str(exc), None) from None
-        if not isinstance(value, bytes):
-            raise AbiError(f"{function} returned {type(value).__name__}, not list<u8>")
-        return value
+        try:
+            return value.encode("latin-1")  # type: ignore[no-any-return]
+        except (AttributeError, UnicodeEncodeError):
+            raise AbiError(f"{function} returned no Latin-1 string") from None
 
     @property
     def unsettled(self) -> bool:
