@@ -24,6 +24,8 @@ PAGE = 65536
 _CORE_MODULE, _CORE_INSTANCE, _COMPONENT, _ALIAS, _IMPORT = 1, 2, 4, 6, 10
 _CORE_SORT, _CORE_MODULE_SORT = 0x00, 0x11
 _INSTANTIATE = 0x00
+# Components nested deeper are not read (a hostile binary nests a few bytes a level).
+MAX_NESTING = 32
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def memory_plan(wasm: bytes) -> MemoryPlan | None:
         if wasm_kind(wasm) is WasmKind.CORE:
             return _module_plan(wasm)
         if wasm_kind(wasm) is WasmKind.COMPONENT:
-            return _component_plan(wasm, top=True)
+            return _component_plan(wasm, depth=0)
     except (WasmFormatError, _Unplanned):
         pass
     return None
@@ -68,8 +70,8 @@ def _module_plan(wasm: bytes) -> MemoryPlan:
     return plan
 
 
-def _component_plan(wasm: bytes, top: bool) -> MemoryPlan:
-    if wasm[:4] != MAGIC:
+def _component_plan(wasm: bytes, depth: int) -> MemoryPlan:
+    if wasm[:4] != MAGIC or depth > MAX_NESTING:
         raise _Unplanned
     reader = BinaryReader(wasm, 8)
     modules: list[MemoryPlan] = []
@@ -79,14 +81,14 @@ def _component_plan(wasm: bytes, top: bool) -> MemoryPlan:
         section = BinaryReader(wasm, reader.at, reader.at + size)
         reader.skip(size)
         if section_id == _CORE_MODULE:
-            if not top:
+            if depth:
                 raise _Unplanned  # a nested component's may be instantiated any number of times
             modules.append(_module_plan(wasm[section.at:section.end]))
         elif section_id == _CORE_INSTANCE:
             for _ in range(section.uleb()):
                 plan += _instance_plan(section, modules)
         elif section_id == _COMPONENT:
-            if _component_plan(wasm[section.at:section.end], top=False).memories:
+            if _component_plan(wasm[section.at:section.end], depth + 1).memories:
                 raise _Unplanned
         elif section_id in (_ALIAS, _IMPORT) and _names_a_core_module(section, section_id):
             raise _Unplanned  # module indices would not be the sections' order

@@ -11,8 +11,13 @@ import wasmtime
 
 from sidecar.fuzz.coverage import WASM_TOOLS
 from tests.conftest import Loader, plugin_dir
-from vmm.memory_plan import PAGE, MemoryPlan, memory_plan
-from vmm.wasmtime.plugin import UNPLANNED, WasmtimePlugin, allowed_memories
+from vmm.memory_plan import MAX_NESTING, PAGE, MemoryPlan, memory_plan
+from vmm.wasmtime.plugin import (
+    MAX_FIXED_MEMORIES,
+    UNPLANNED,
+    WasmtimePlugin,
+    allowed_memories,
+)
 
 
 def wasm(text: str) -> bytes:
@@ -52,6 +57,14 @@ def test_shapes_it_does_not_read_have_no_plan(text: str) -> None:
     assert memory_plan(wasm(text)) is None
 
 
+def test_components_nested_too_deep_have_no_plan() -> None:
+    text = "(component)"
+    for _ in range(MAX_NESTING + 2):
+        text = f"(component {text})"
+    assert memory_plan(wasm(text)) is None
+    assert memory_plan(wasm("(component (component (component)))")) == MemoryPlan()
+
+
 def test_not_wasm_has_no_plan() -> None:
     assert memory_plan(b"\0asm\x01\0\0\0\x05\x03\x01") is None  # a section cut short
     assert memory_plan(b"hello") is None
@@ -74,6 +87,7 @@ def test_a_store_allows_the_plan_and_takes_fixed_bytes_from_memory_mb(
     (MemoryPlan(growable=1, fixed=2, fixed_bytes=PAGE), MemoryPlan(growable=1, fixed=2,
                                                                    fixed_bytes=PAGE)),
     (MemoryPlan(growable=2), UNPLANNED),  # each could take all of memory-mb
+    (MemoryPlan(growable=1, fixed=MAX_FIXED_MEMORIES + 1, fixed_bytes=PAGE), UNPLANNED),
     (None, UNPLANNED),
 ])
 def test_a_store_allows_one_memory_unless_the_plan_says_otherwise(

@@ -21,10 +21,18 @@ UNPLANNED = MemoryPlan(growable=1)
 MAX_TABLES = 4
 
 
+# Each memory reserves its own address space and instantiation work, whatever its size: an
+# instrumented interpreter's component has one a core module (about 15).
+MAX_FIXED_MEMORIES = 64
+
+
 def allowed_memories(plan: MemoryPlan | None) -> MemoryPlan:
-    """The memories a plugin's stores allow: its plan, unless it has none or more than one
-    memory that may grow (each could take all of memory-mb)."""
-    return plan if plan is not None and plan.growable <= 1 else UNPLANNED
+    """The memories a plugin's stores allow: its plan, unless it has none, more than one
+    memory that may grow (each could take all of memory-mb), or more than MAX_FIXED_MEMORIES
+    of fixed size."""
+    if plan is None or plan.growable > 1 or plan.fixed > MAX_FIXED_MEMORIES:
+        return UNPLANNED
+    return plan
 
 
 class WasmtimePlugin(LoadedPlugin):
