@@ -20,8 +20,9 @@ from vmm.wasm_kind import MAGIC, WasmKind, wasm_kind
 from vmm.wasm_types import BinaryReader, MemorySig, WasmFormatError, read_module_types
 
 PAGE = 65536
-# Component sections (the component model's binary format)
-_CORE_MODULE, _CORE_INSTANCE, _COMPONENT, _ALIAS, _IMPORT = 1, 2, 4, 6, 10
+# Component sections (the component model's binary format); any other id is not read.
+_CORE_MODULE, _CORE_INSTANCE, _COMPONENT, _ALIAS, _IMPORT, _EXPORT = 1, 2, 4, 6, 10, 11
+_SECTIONS = frozenset(range(13))
 _CORE_SORT, _CORE_MODULE_SORT = 0x00, 0x11
 _INSTANTIATE = 0x00
 # Components nested deeper are not read (a hostile binary nests a few bytes a level).
@@ -66,7 +67,8 @@ def _module_plan(wasm: bytes) -> MemoryPlan:
     plan = MemoryPlan()
     for memory in types.memories[imported:]:
         fixed = memory.maximum == memory.minimum and not memory.memory64
-        plan += MemoryPlan(0, 1, memory.minimum * PAGE) if fixed else MemoryPlan(1)
+        # An empty one costs a page: every memory costs address space and instantiation.
+        plan += MemoryPlan(0, 1, max(memory.minimum, 1) * PAGE) if fixed else MemoryPlan(1)
     return plan
 
 
@@ -80,18 +82,31 @@ def _component_plan(wasm: bytes, depth: int) -> MemoryPlan:
         section_id, size = reader.byte(), reader.uleb()
         section = BinaryReader(wasm, reader.at, reader.at + size)
         reader.skip(size)
+        if section_id not in _SECTIONS:
+            raise _Unplanned
         if section_id == _CORE_MODULE:
             if depth:
                 raise _Unplanned  # a nested component's may be instantiated any number of times
             modules.append(_module_plan(wasm[section.at:section.end]))
-        elif section_id == _CORE_INSTANCE:
-            for _ in range(section.uleb()):
-                plan += _instance_plan(section, modules)
-        elif section_id == _COMPONENT:
+            continue
+        if section_id == _COMPONENT:
             if _component_plan(wasm[section.at:section.end], depth + 1).memories:
                 raise _Unplanned
-        elif section_id in (_ALIAS, _IMPORT) and _names_a_core_module(section, section_id):
-            raise _Unplanned  # module indices would not be the sections' order
+            continue
+        if section_id == _CORE_INSTANCE:
+            for _ in range(section.uleb()):
+                plan += _instance_plan(section, modules)
+        elif section_id in (_ALIAS, _IMPORT, _EXPORT):
+            # each of these can give a core module an index: then the sections' order no
+            # longer numbers the modules
+            read = {_ALIAS: _alias_sort, _IMPORT: _import_sort, _EXPORT: _export_sort}
+            for _ in range(section.uleb()):
+                if read[section_id](section) == _CORE_MODULE_SORT:
+                    raise _Unplanned
+        else:
+            continue
+        if section.at != section.end:
+            raise _Unplanned  # not the shape read: the section says more
     return plan
 
 
@@ -114,22 +129,15 @@ def _instance_plan(section: BinaryReader, modules: list[MemoryPlan]) -> MemoryPl
     return MemoryPlan()
 
 
-def _names_a_core_module(section: BinaryReader, section_id: int) -> bool:
-    """Whether an alias or import section brings a core module into the index space."""
-    for _ in range(section.uleb()):
-        if section_id == _ALIAS:
-            if _alias_sort(section) == _CORE_MODULE_SORT:
-                return True
-        elif _import_is_core_module(section):
-            return True
-    return False
+def _sort(section: BinaryReader) -> int:
+    """A sort: a component sort's byte, or a core sort's (0x10 and up)."""
+    sort = section.byte()
+    return section.byte() if sort == _CORE_SORT else sort
 
 
 def _alias_sort(section: BinaryReader) -> int:
-    """Read one alias; its sort (a core sort is 0x10 and up)."""
-    sort = section.byte()
-    if sort == _CORE_SORT:
-        sort = section.byte()
+    """Read one alias; its sort."""
+    sort = _sort(section)
     target = section.byte()
     if target in (0x00, 0x01):  # an export of an instance, of a core instance
         section.uleb()
@@ -142,17 +150,22 @@ def _alias_sort(section: BinaryReader) -> int:
     return sort
 
 
-def _import_is_core_module(section: BinaryReader) -> bool:
-    """Read one import; whether it is of a core module."""
-    versioned = section.byte()
-    section.name()
-    if versioned == 0x01:
-        section.name()  # the version suffix
-    elif versioned != 0x00:
+def _extern_name(section: BinaryReader) -> None:
+    """An import's or export's name: plain (0x00) or an interface's (0x01), as wasmparser
+    reads both."""
+    if section.byte() not in (0x00, 0x01):
         raise _Unplanned
+    section.name()
+
+
+def _extern_sort(section: BinaryReader) -> int:
+    """Read an import's or export's type; the sort it describes."""
     kind = section.byte()
     if kind == _CORE_SORT:
-        return True
+        if section.byte() != _CORE_MODULE_SORT:
+            raise _Unplanned
+        section.uleb()
+        return _CORE_MODULE_SORT
     if kind in (0x02, 0x03):  # a value's bound, a type's bound
         if section.byte() == 0x00 or kind == 0x02:
             section.uleb()
@@ -160,4 +173,23 @@ def _import_is_core_module(section: BinaryReader) -> bool:
         section.uleb()
     else:
         raise _Unplanned
-    return False
+    return kind
+
+
+def _import_sort(section: BinaryReader) -> int:
+    """Read one import; its sort."""
+    _extern_name(section)
+    return _extern_sort(section)
+
+
+def _export_sort(section: BinaryReader) -> int:
+    """Read one export; its sort (a core module's if its type says so)."""
+    _extern_name(section)
+    sort = _sort(section)
+    section.uleb()
+    ascribed = section.byte()
+    if ascribed == 0x01:
+        return _CORE_MODULE_SORT if _extern_sort(section) == _CORE_MODULE_SORT else sort
+    if ascribed != 0x00:
+        raise _Unplanned
+    return sort

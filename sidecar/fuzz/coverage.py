@@ -47,8 +47,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from vmm.cache import CompileCache
+from vmm.memory_plan import memory_plan
 from vmm.sandbox import Sandbox
 from vmm.wasm_kind import WasmKind, wasm_kind
+from vmm.wasmtime.plugin import allowed_memories
 
 COVERAGE_EXPORT = "hyperfilter_coverage"
 # A component's: one a core instance, `-i` and the instance's index (a kebab-case word).
@@ -114,6 +116,10 @@ def instrument(wasm: bytes) -> Instrumented:
         component = _Component(text)
         binary = _wasm_tools(["parse"], component.text().encode())
         _wasm_tools(["validate"], binary)  # a rewriting mistake shows here, not at load
+        plan = memory_plan(binary)
+        if plan is None or allowed_memories(plan) != plan:
+            raise InstrumentError(f"a sandbox would not allow its counters' memories ("
+                                  f"{plan or 'a shape vmm/memory_plan.py does not read'})")
         return Instrumented(binary, len(component.sites), tuple(component.sites),
                             component.pages, functions=tuple(component.functions))
     rewriter = _TopOfMemory(text)
@@ -136,6 +142,7 @@ def instrument_cached(wasm: bytes, cache_dir: Path) -> Instrumented:
 def _pack(result: Instrumented) -> bytes:
     """The result as one blob: its description's length, the description (JSON), the wasm."""
     description = json.dumps({
+        "wasm": hashlib.sha256(result.wasm).hexdigest(),
         "counters": result.counters, "pages": result.pages, "export": result.export,
         "functions": result.functions,
         "sites": [(site.function, site.edge.value, site.module) for site in result.sites],
@@ -146,6 +153,8 @@ def _pack(result: Instrumented) -> bytes:
 def _unpack(blob: bytes) -> Instrumented:
     length = int.from_bytes(blob[:8], "little")
     description = json.loads(blob[8:8 + length])
+    if hashlib.sha256(blob[8 + length:]).hexdigest() != description["wasm"]:
+        raise ValueError("its wasm is not the one instrumented")  # the cache makes it again
     return Instrumented(
         blob[8 + length:], description["counters"],
         tuple(CounterSite(function, Edge(edge), module)

@@ -160,3 +160,25 @@ def test_instrumenting_is_kept_in_the_compile_cache(tmp_path: Path) -> None:
     assert again == first and list(tmp_path.iterdir()) == [entry]
     entry.write_bytes(b"garbage")  # an unusable entry is made again
     assert instrument_cached(component_of("tcp-blocker"), tmp_path) == first
+    entry.write_bytes(entry.read_bytes()[:-100])  # so is one cut short
+    assert instrument_cached(component_of("tcp-blocker"), tmp_path) == first
+
+
+def test_a_component_whose_counters_a_sandbox_would_refuse_is_not_instrumented() -> None:
+    """A core module inside a nested component: its memories cannot be read from the binary,
+    so a sandbox allows one memory, and the counters' would not fit: refused at once, and the
+    fuzzer runs without counters, saying why."""
+    composed = subprocess.run([WASM_TOOLS, "parse", "-"], capture_output=True, check=True,
+                              input=b"""(component
+      (component $inner
+        (core module $im (func (export "h") (result i32) i32.const 1))
+        (core instance $ii (instantiate $im))
+        (func $h (result u32) (canon lift (core func $ii "h")))
+        (export "h" (func $h)))
+      (instance (instantiate $inner))
+      (core module $m (memory 1) (func (export "f") (param i32) (result i32) local.get 0))
+      (core instance $a (instantiate $m))
+      (func $f (param "n" u32) (result u32) (canon lift (core func $a "f")))
+      (export "f" (func $f)))""").stdout
+    with pytest.raises(InstrumentError, match="would not allow its counters' memories"):
+        instrument(composed)

@@ -32,6 +32,7 @@ def wasm(text: str) -> bytes:
     ('(module (import "env" "memory" (memory 1)) (memory 3 3))',
      MemoryPlan(fixed=1, fixed_bytes=3 * PAGE)),  # an import is its instantiator's
     ("(module)", MemoryPlan()),
+    ("(module (memory 0 0))", MemoryPlan(fixed=1, fixed_bytes=PAGE)),  # no memory is free
     # a component counts each core instance of a module
     ("(component (core module $m (memory 1) (memory 1 1)) (core instance (instantiate $m)))",
      MemoryPlan(growable=1, fixed=1, fixed_bytes=PAGE)),
@@ -50,6 +51,9 @@ def test_memories_are_counted_per_instance(text: str, plan: MemoryPlan) -> None:
 @pytest.mark.parametrize("text", [
     # a core module from elsewhere: the sections' order no longer numbers the modules
     '(component (import "m" (core module $m)) (core instance (instantiate $m)))',
+    # an exported one has an index too: instantiating the export is instantiating $g, growable
+    '(component (core module $g (memory 1)) (export $e "m" (core module $g))'
+    ' (core module $f (memory 1 1)) (core instance (instantiate $e)))',
     # a nested component may be instantiated any number of times
     "(component (component (core module $m (memory 1)) (core instance (instantiate $m))))",
 ])
