@@ -3,9 +3,11 @@ every isolation tier this machine can run (a tier it cannot run is skipped, sayi
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,17 +16,20 @@ import pytest
 from sidecar.plugin.build import build_plugin
 from sidecar.plugin.languages import rust
 from sidecar.plugin.toolchain import ToolchainMissing
+from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
 from sidecar.upstreams import RedisServer
 from vmm import kvm
 from vmm.capabilities import MetricsSink
 from vmm.kvm.watchdog import install_kick_handler
 from vmm.loader import load_plugin
+from vmm.manifest import load_manifest
 from vmm.sandbox import Backend, LoadedPlugin
 from vmm.wasmtime import WasmtimeBackend
 
 TIERS = ("wasmtime", "kvm")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "plugins" / "examples"
+WASM_TOOLS = Path(sys.executable).parent / "wasm-tools"
 TEST_PLUGINS = ROOT / "tests" / "plugins"
 
 
@@ -42,17 +47,28 @@ def plugin_dir(name: str) -> Path:
     return directory
 
 
+@functools.cache
+def component_of(name: str) -> bytes:
+    """The C plugin `name`'s module made a component as a component toolchain would
+    (wit-component, by `wasm-tools component new`): several core modules, a shim and a
+    fixup, against the plugin's own world (its manifest's grants)."""
+    manifest = load_manifest(plugin_dir(name))
+    with tempfile.TemporaryDirectory() as scratch:
+        wit = write_plugin_wit(manifest, Path(scratch))
+        embedded = Path(scratch) / "embedded.wasm"
+        subprocess.run([WASM_TOOLS, "component", "embed", wit, "--world", WORLD_NAME,
+                        manifest.wasm, "-o", embedded], check=True)
+        return subprocess.run([WASM_TOOLS, "component", "new", embedded],
+                              capture_output=True, check=True).stdout
+
+
 def as_component(name: str, tmp_path: Path) -> Path:
-    """A copy of the C plugin `name` whose module wasm-tools has wrapped as a component:
-    the same code, lifted and lowered by wasmtime's component model instead of the host."""
-    copy = tmp_path / name
+    """A copy of the C plugin `name` whose module is wrapped as a component: the same code,
+    lifted and lowered by wasmtime's component model (or the kvm tier's glue) instead of
+    the host."""
+    copy = tmp_path / f"{name}-component"
     shutil.copytree(plugin_dir(name), copy)
-    wasm = copy / f"{name}.wasm"
-    wasm_tools = Path(sys.executable).parent / "wasm-tools"
-    embedded = tmp_path / f"{name}-embedded.wasm"
-    subprocess.run([wasm_tools, "component", "embed", ROOT / "plugins" / "wit", "--world",
-                    "filter", wasm, "-o", embedded], check=True)
-    subprocess.run([wasm_tools, "component", "new", embedded, "-o", wasm], check=True)
+    (copy / f"{name}.wasm").write_bytes(component_of(name))
     return copy
 
 

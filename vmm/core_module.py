@@ -64,7 +64,7 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
         types = read_module_types(wasm)
     except WasmFormatError as exc:
         raise NotWasmError(name, f"{manifest.wasm} cannot be read: {exc}") from None
-    imports = tuple(_check_import(manifest, item.module, item.name, item.sig)
+    imports = tuple(check_capability_import(manifest, item.module, item.name, item.sig)
                     for item in types.imports if item.module != WASI_MODULE)
     # Go imports some WASI functions more than once (from its runtime and its syscall package).
     wasi = tuple(dict.fromkeys(_check_wasi_import(name, item.name, item.sig)
@@ -73,7 +73,7 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
     memory = exports.get("memory")
     if not isinstance(memory, MemorySig):
         raise WorldMismatchError(name, "exports no memory")
-    _check_func(name, exports, REALLOC, REALLOC_TYPES)
+    check_func(name, exports, REALLOC, REALLOC_TYPES)
     area = exports.get(INPUT_AREA_EXPORT)
     if area is not None and area != GlobalSig("i32", False) and area != GlobalSig("i32", True):
         raise WorldMismatchError(name, f"exports {INPUT_AREA_EXPORT}, but not as an i32 "
@@ -82,10 +82,10 @@ def check_core_module(manifest: Manifest, wasm: bytes) -> CoreModule:
     for event_type, export in EXPORTS.items():
         if not any(manifest.wants(kind) for kind in kinds_of(event_type)):
             continue
-        _check_func(name, exports, export.core_name, export.signature.core_export())
+        check_func(name, exports, export.core_name, export.signature.core_export())
         has_post = export.post_return_name in exports
         if has_post:
-            _check_func(name, exports, export.post_return_name, POST_RETURN_TYPES)
+            check_func(name, exports, export.post_return_name, POST_RETURN_TYPES)
         handlers[event_type] = Handler(export, has_post)
     i32_globals = tuple(extern for extern, sig in exports.items()
                         if isinstance(sig, GlobalSig) and sig.valtype == "i32")
@@ -108,7 +108,7 @@ def _check_wasi_import(plugin: str, name: str, sig: object) -> WasiFunction:
 def _is_reactor(plugin: str, exports: Mapping[str, object]) -> bool:
     """Whether the module has a reactor's `_initialize`; a command's `_start` is refused."""
     if INITIALIZE in exports:
-        _check_func(plugin, exports, INITIALIZE, NO_TYPES)
+        check_func(plugin, exports, INITIALIZE, NO_TYPES)
         return True
     if COMMAND_START in exports:
         raise WorldMismatchError(plugin, f"exports {COMMAND_START}: a WASI command, which runs "
@@ -117,7 +117,7 @@ def _is_reactor(plugin: str, exports: Mapping[str, object]) -> bool:
     return False
 
 
-def _check_import(manifest: Manifest, interface: str, name: str,
+def check_capability_import(manifest: Manifest, interface: str, name: str,
                   sig: object) -> CapabilityImport:
     grant = grant_for(manifest, interface, name)
     function = next((f for f in grant.functions if f.name == name), None)
@@ -131,7 +131,7 @@ def _check_import(manifest: Manifest, interface: str, name: str,
     return CapabilityImport(interface, function, grant.name)
 
 
-def _check_func(plugin: str, exports: Mapping[str, object], name: str,
+def check_func(plugin: str, exports: Mapping[str, object], name: str,
                 expected: tuple[list[str], list[str]]) -> None:
     sig = exports.get(name)
     if sig is None:

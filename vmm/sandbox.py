@@ -74,7 +74,7 @@ class LoadedPlugin(ABC):
     """A plugin compiled, checked and linked by one backend, ready to make sandboxes."""
 
     tier: ClassVar[str]
-    kind: ClassVar[str]  # "core module" or "component"
+    kind: str  # "core module" or "component"
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest

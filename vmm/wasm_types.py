@@ -14,7 +14,8 @@ from vmm.wasm_kind import MAGIC
 
 VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
             0x70: "funcref", 0x6F: "externref"}
-_SECTIONS = {1: "type", 2: "import", 3: "function", 5: "memory", 6: "global", 7: "export"}
+_SECTIONS = {1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global",
+             7: "export"}
 _FUNC, _TABLE, _MEMORY, _GLOBAL, _TAG = range(5)
 _END = 0x0B
 
@@ -49,11 +50,16 @@ class MemorySig:
 
 
 @dataclass(frozen=True)
+class TableSig:
+    element: str  # "funcref" or "externref"
+
+
+@dataclass(frozen=True)
 class OtherSig:
-    kind: str  # "table" or "tag"
+    kind: str  # "tag"
 
 
-ExternSig = FuncSig | GlobalSig | MemorySig | OtherSig
+ExternSig = FuncSig | GlobalSig | MemorySig | TableSig | OtherSig
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class ModuleTypes:
     imports: list[Import] = field(default_factory=list)
     exports: dict[str, ExternSig] = field(default_factory=dict)
     memories: list[MemorySig] = field(default_factory=list)  # imported and defined
+    tables: list[TableSig] = field(default_factory=list)  # imported and defined
 
 
 class BinaryReader:
@@ -166,11 +173,14 @@ def read_module_types(wasm: bytes) -> ModuleTypes:
                 sig = _extern_sig(section, section.byte(), types)
                 result.imports.append(Import(module, name, sig))
                 for space, of_kind in ((functions, FuncSig), (globals_, GlobalSig),
-                                       (result.memories, MemorySig)):
+                                       (result.memories, MemorySig),
+                                       (result.tables, TableSig)):
                     if isinstance(sig, of_kind):
                         space.append(sig)  # type: ignore[arg-type]
             elif kind == "function":
                 functions.append(_type_at(types, section.uleb()))
+            elif kind == "table":
+                result.tables.append(_table_sig(section))
             elif kind == "memory":
                 result.memories.append(_memory_sig(section))
             elif kind == "global":
@@ -179,7 +189,7 @@ def read_module_types(wasm: bytes) -> ModuleTypes:
             else:
                 name, extern_kind, index = section.name(), section.byte(), section.uleb()
                 result.exports[name] = _exported(extern_kind, index, functions, globals_,
-                                                 result.memories)
+                                                 result.memories, result.tables)
     return result
 
 
@@ -187,6 +197,14 @@ def _type_at(types: list[FuncSig], index: int) -> FuncSig:
     if index >= len(types):
         raise WasmFormatError(f"type index {index} is out of range")
     return types[index]
+
+
+def _table_sig(reader: BinaryReader) -> TableSig:
+    element = reader.valtype()
+    if element not in ("funcref", "externref"):
+        raise WasmFormatError(f"a table of {element}")
+    reader.limits()
+    return TableSig(element)
 
 
 def _memory_sig(reader: BinaryReader) -> MemorySig:
@@ -198,9 +216,7 @@ def _extern_sig(reader: BinaryReader, kind: int, types: list[FuncSig]) -> Extern
     if kind == _FUNC:
         return _type_at(types, reader.uleb())
     if kind == _TABLE:
-        reader.valtype()
-        reader.limits()
-        return OtherSig("table")
+        return _table_sig(reader)
     if kind == _MEMORY:
         return _memory_sig(reader)
     if kind == _GLOBAL:
@@ -213,11 +229,12 @@ def _extern_sig(reader: BinaryReader, kind: int, types: list[FuncSig]) -> Extern
 
 
 def _exported(kind: int, index: int, functions: list[FuncSig], globals_: list[GlobalSig],
-              memories: list[MemorySig]) -> ExternSig:
-    spaces: dict[int, list[Any]] = {_FUNC: functions, _GLOBAL: globals_, _MEMORY: memories}
+              memories: list[MemorySig], tables: list[TableSig]) -> ExternSig:
+    spaces: dict[int, list[Any]] = {_FUNC: functions, _GLOBAL: globals_, _MEMORY: memories,
+                                    _TABLE: tables}
     space = spaces.get(kind)
     if space is None:
-        return OtherSig("table" if kind == _TABLE else "tag")
+        return OtherSig("tag")
     if index >= len(space):
         raise WasmFormatError(f"an export refers to index {index}, which does not exist")
     return space[index]

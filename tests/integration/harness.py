@@ -145,7 +145,8 @@ class Stack:
 
 def stack_per_tier(spec: StackSpec, tier: str, cache_dir: Path) -> Iterator[Stack]:
     """A module's whole suite once per tier. Plugins pinned to a tier in `spec` (the Python
-    components: the kvm tier runs core modules) stay there, so on kvm a chain mixes both."""
+    components, which use WASI: the kvm tier refuses them yet) stay there, so on kvm a chain
+    mixes both."""
     skip_unless_tier_runs(tier)
     with Stack(spec, cache_dir, tier) as running:
         yield running

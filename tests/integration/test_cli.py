@@ -111,8 +111,8 @@ def test_a_component_on_the_kvm_tier_is_refused(tmp_path: Path) -> None:
                                     f'tier = "kvm" }}')
     result = serve(config)
     assert result.returncode == 2, result.stderr
-    assert 'is a component; the kvm tier runs core modules only (run it on the wasmtime ' \
-           'tier: tier = "wasmtime")' in result.stderr
+    assert "is a component the kvm tier cannot run yet: it uses resource.drop" in result.stderr
+    assert '(run it on the wasmtime tier: tier = "wasmtime")' in result.stderr
 
 
 def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path, tier: str) -> None:

@@ -27,8 +27,7 @@ from sidecar.fuzz.coverage import (
     read_counters,
     reset_counters,
 )
-from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
-from tests.conftest import Loader, plugin_dir
+from tests.conftest import Loader, component_of, plugin_dir
 from tests.unit.test_coverage import STREAMS, data, outcomes
 from vmm.canonical import AbiError
 from vmm.errors import SandboxFault
@@ -38,23 +37,6 @@ from vmm.sandbox import LoadedPlugin
 from vmm.wasmtime.plugin import UNPLANNED, WasmtimePlugin
 
 PLUGINS = ["tcp-blocker", "body-redactor", "http-rate-limit"]
-
-
-@cache
-def component_of(name: str) -> bytes:
-    """The C plugin's core module made a component, as a component toolchain would."""
-    manifest = load_manifest(plugin_dir(name))
-    scratch = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True,
-                                  check=True).stdout.strip())
-    try:
-        wit = write_plugin_wit(manifest, scratch)
-        embedded = scratch / "embedded.wasm"
-        subprocess.run([WASM_TOOLS, "component", "embed", str(wit), "--world", WORLD_NAME,
-                        str(manifest.wasm), "-o", str(embedded)], check=True)
-        return subprocess.run([WASM_TOOLS, "component", "new", str(embedded)],
-                              capture_output=True, check=True).stdout
-    finally:
-        shutil.rmtree(scratch)
 
 
 @cache

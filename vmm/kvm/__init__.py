@@ -1,7 +1,9 @@
 """The `kvm` isolation tier: a Hyperlight-style micro-VM per sandbox, driven through the KVM
 ioctls. The plugin, compiled from wasm to C with wasm2c (keeping wasm's bounds checks), runs
 with a tiny guest runtime in a VM of its own: one memory slot, one vCPU, no devices, host
-calls only through port I/O that the host checks against the manifest's grants.
+calls only through exits that the host checks against the manifest's grants. A component's
+core modules are compiled each on its own and instantiated by generated glue in the guest
+(vmm/kvm/linking.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from vmm.core_module import check_core_module
 from vmm.errors import NotWasmError, TierMismatchError, TierUnavailableError
 from vmm.kvm import api
 from vmm.kvm.glue import GuestFunctions
-from vmm.kvm.image import build_image, find_toolchain
+from vmm.kvm.image import build_component_image, build_image, find_toolchain
 from vmm.kvm.layout import MAX_MEMORY_LIMIT
+from vmm.kvm.linking import link
 from vmm.kvm.machine import Kvm, missing_cpu_flags
 from vmm.kvm.plugin import KvmPlugin
 from vmm.kvm.watchdog import Watchdog, install_kick_handler, kick_handler_installed
@@ -64,18 +67,21 @@ class KvmBackend(Backend):
         if kind is None:
             raise NotWasmError(manifest.name,
                                f"{manifest.wasm} is not WebAssembly (no \\0asm header)")
-        if kind is WasmKind.COMPONENT:
-            raise TierMismatchError(
-                manifest.name, "is a component; the kvm tier runs core modules only "
-                               "(run it on the wasmtime tier: tier = \"wasmtime\")")
         if manifest.limits.memory_bytes > MAX_MEMORY_LIMIT:
             raise TierMismatchError(
                 manifest.name, f"its memory limit is above the kvm tier's "
                                f"{MAX_MEMORY_LIMIT >> 20} MiB")
-        core = check_core_module(manifest, wasm)
-        image = build_image(manifest.name, wasm, core, GuestFunctions.of(core), self.toolchain,
-                            self.cache)
-        plugin = KvmPlugin(manifest, core, image, env, self.kvm, self.watchdog)
+        if kind is WasmKind.COMPONENT:
+            linking = link(manifest, wasm)
+            core = linking.core
+            image = build_component_image(manifest.name, wasm, linking, GuestFunctions.of(core),
+                                          self.toolchain, self.cache)
+        else:
+            core = check_core_module(manifest, wasm)
+            image = build_image(manifest.name, wasm, core, GuestFunctions.of(core),
+                                self.toolchain, self.cache)
+        plugin = KvmPlugin(manifest, core, image, env, self.kvm, self.watchdog,
+                           "component" if kind is WasmKind.COMPONENT else "core module")
         self.plugins.append(plugin)
         return plugin
 

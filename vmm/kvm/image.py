@@ -15,23 +15,28 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmm.cache import CompileCache
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError
-from vmm.kvm import glue
+from vmm.kvm import component_glue, glue
+from vmm.kvm.glue import mangle
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
+from vmm.kvm.linking import Linking
 
 GUEST_SOURCES = Path(__file__).parent / "guest"
-CFLAGS = (
+COMPILE_FLAGS = (
     "-std=gnu11", "-ffreestanding", "-fno-pic", "-no-pie", "-nostdlib", "-static",
     "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-math-errno",
     "-msse4.1", "-mpopcnt", "-mno-avx", "-DNDEBUG", "-DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0",
-    "-Wl,--build-id=none", "-Wl,--oformat=binary",
 )
+CFLAGS = (*COMPILE_FLAGS, "-Wl,--build-id=none", "-Wl,--oformat=binary")
 # wasm2c's defaults: MVP, bulk memory, reference types, multi-value; SIMD modules fail to build
 # (wasm2c's SIMD needs the simde headers), exceptions are off.
 WASM2C_FLAGS: tuple[str, ...] = ()
@@ -50,6 +55,7 @@ OPTIMISE_LARGE = "-O0"
 LARGE_CODE_BYTES = 512 << 10
 GCC_SECONDS_PER_CODE_MIB = 150
 _CODE_SECTION, _DATA_SECTION = 10, 11
+_U64 = struct.Struct("<Q")
 _LINKER_LINE = re.compile(r"(\S*/)?ld(\.\w+)?: ")  # "/usr/bin/ld: ...", "ld.bfd: ..."
 
 
@@ -98,32 +104,128 @@ def build_image(plugin: str, wasm: bytes, core: CoreModule, functions: glue.Gues
         f"plugin {plugin} into a kvm guest image")
 
 
-def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
+def _check_data(plugin: str, wasm: bytes) -> None:
     data = _section_size(wasm, _DATA_SECTION)
     if data > IMAGE_SPACE:  # refused now, before gcc spends minutes and gigabytes on it
         raise PluginLoadError(plugin, f"its data segments take {data / 2**20:.1f} MiB; a kvm "
                                       f"guest image has {IMAGE_SPACE >> 20} MiB for its code "
                                       f"and data")
+
+
+def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
+    _check_data(plugin, wasm)
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
         (build / "plugin.wasm").write_bytes(wasm)
         (build / "glue.c").write_text(glue_source)
-        (build / "layout.h").write_text(guest_header())
-        shutil.copy(toolchain.runtime_header, build / "wasm-rt.h")
+        _write_headers(build, toolchain)
         run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n",
                                           glue.MODULE_NAME, "plugin.wasm", "-o", "plugin.c"],
                        build)
         optimise, seconds = _gcc_plan(wasm)
-        run_build_step(plugin, "gcc", [
-            toolchain.cc, *CFLAGS, optimise, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
-            "-I", str(build), "-I", str(GUEST_SOURCES / "include"),
-            "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin",
-            "plugin.c", "glue.c", str(GUEST_SOURCES / "runtime.c"), "-lgcc"], build, seconds)
-        image = (build / "image.bin").read_bytes()
+        return _link(plugin, toolchain, build, optimise, seconds, ["plugin.c", "glue.c"])
+
+
+def _link(plugin: str, toolchain: Toolchain, build: Path, optimise: str, seconds: float,
+          inputs: list[str]) -> bytes:
+    """gcc: the inputs in `build` (with its glue.c and layout.h), the runtime, one image."""
+    run_build_step(plugin, "gcc", [
+        toolchain.cc, *CFLAGS, optimise, f"-Wl,--defsym=HF_LINEAR_BASE={LINEAR_BASE}",
+        "-I", str(build), "-I", str(GUEST_SOURCES / "include"),
+        "-T", str(GUEST_SOURCES / "guest.ld"), "-o", "image.bin",
+        *inputs, str(GUEST_SOURCES / "runtime.c"), "-lgcc"], build, seconds)
+    image = (build / "image.bin").read_bytes()
     if IMAGE + len(image) > LINEAR_BASE:
         raise PluginLoadError(plugin, f"its guest image is {len(image) >> 20} MiB, more than "
                                       f"fits below linear memory")
     return image
+
+
+def build_component_image(plugin: str, wasm: bytes, linking: Linking,
+                          functions: glue.GuestFunctions, toolchain: Toolchain,
+                          cache: CompileCache) -> bytes:
+    """A component's image: each core module compiled on its own (and cached on its own, so
+    a module that many plugins share, an interpreter, is compiled once), then linked with
+    the glue that instantiates them (vmm/kvm/component_glue.py)."""
+    problem = component_glue.check_fields(linking)
+    if problem:
+        raise PluginLoadError(plugin, f"is a component the kvm tier cannot run: {problem}")
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        modules = list(pool.map(
+            lambda instance: _compiled_module(plugin, instance.module, toolchain, cache),
+            linking.instances))
+    glue_source = component_glue.generate(linking, functions,
+                                          [module.params for module in modules])
+
+    def compile_image() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
+            build = Path(tmp)
+            inputs = ["glue.c"]
+            for instance, module in zip(linking.instances, modules, strict=True):
+                name = component_glue.c_name(instance.module)
+                (build / f"{name}.h").write_text(module.header)
+                (build / f"{name}.o").write_bytes(module.object)
+                inputs.append(f"{name}.o")
+            (build / "glue.c").write_text(glue_source)
+            _write_headers(build, toolchain)
+            return _link(plugin, toolchain, build, OPTIMISE, BUILD_STEP_SECONDS, inputs)
+
+    return cache.load_or_compile(wasm + b"\0" + glue_source.encode(), "kvm-component-image",
+                                 compile_image, Path.read_bytes,
+                                 f"component {plugin} into a kvm guest image")
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    """A core module compiled for the guest: its object and wasm2c's header for it."""
+
+    header: str
+    object: bytes
+    params: component_glue.InstanceParams
+
+
+def _compiled_module(plugin: str, module: bytes, toolchain: Toolchain,
+                     cache: CompileCache) -> CompiledModule:
+    name = component_glue.c_name(module)
+    return cache.load_or_compile(
+        module, "kvm-module", lambda: _compile_module(plugin, module, name, toolchain),
+        lambda path: _read_compiled(name, path.read_bytes()),
+        f"a {len(module) >> 10:,} KiB core module of {plugin} for the kvm tier")
+
+
+def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain) -> bytes:
+    _check_data(plugin, module)
+    with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
+        build = Path(tmp)
+        (build / "module.wasm").write_bytes(module)
+        _write_headers(build, toolchain)
+        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n", name,
+                                          "module.wasm", "-o", f"{name}.c"], build)
+        optimise, seconds = _gcc_plan(module)
+        run_build_step(plugin, "gcc", [
+            toolchain.cc, *COMPILE_FLAGS, optimise, "-c", "-I", str(build),
+            "-I", str(GUEST_SOURCES / "include"), "-o", f"{name}.o", f"{name}.c"],
+            build, seconds)
+        header = (build / f"{name}.h").read_bytes()
+        return _U64.pack(len(header)) + header + (build / f"{name}.o").read_bytes()
+
+
+def _read_compiled(name: str, blob: bytes) -> CompiledModule:
+    (length,) = _U64.unpack_from(blob)
+    header = blob[_U64.size:_U64.size + length].decode()
+    found = re.search(rf"void {mangle(name)}_instantiate\({mangle(name)}_instance_t\*"
+                      r"((?:, struct \w+_instance_t\*)*)\);", header)
+    if found is None:
+        raise ValueError(f"wasm2c's header for {name} declares no instantiate function")
+    params = tuple(re.findall(r"struct (\w+)_instance_t", found.group(1)))
+    return CompiledModule(header, blob[_U64.size + length:],
+                          component_glue.InstanceParams(params))
+
+
+def _write_headers(build: Path, toolchain: Toolchain) -> None:
+    (build / "layout.h").write_text(guest_header())
+    shutil.copy(toolchain.runtime_header, build / "wasm-rt.h")
 
 
 def _gcc_plan(wasm: bytes) -> tuple[str, float]:

@@ -1,4 +1,4 @@
-"""A core-module plugin on the KVM tier: its snapshot, its host calls by port, and the machines
+"""A plugin on the KVM tier: its snapshot, its host calls by port, and the machines
 it has made.
 
 A new sandbox takes an idle machine (one a finished sandbox left, reset to the snapshot) or
@@ -32,11 +32,11 @@ IDLE_MACHINES = 64  # per plugin: enough to absorb a burst of closing streams
 
 class KvmPlugin(LoadedPlugin):
     tier = "kvm"
-    kind = "core module"
 
     def __init__(self, manifest: Manifest, core: CoreModule, image: bytes, env: HostEnv,
-                 kvm: Kvm, watchdog: Watchdog) -> None:
+                 kvm: Kvm, watchdog: Watchdog, kind: str = "core module") -> None:
         super().__init__(manifest)
+        self.kind = kind
         self.kvm = kvm
         self.watchdog = watchdog
         functions = GuestFunctions.of(core)

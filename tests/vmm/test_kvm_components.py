@@ -1,0 +1,126 @@
+"""Components on the kvm tier: the shell read from the binary, resolved into module instances
+whose imports are earlier modules' exports or host calls, instantiated by the guest, and
+refused at load, naming why, where the generator does not go. (That components decide as
+their core modules do, on both tiers, is tests/vmm/test_sandboxes.py's `load_either`.)"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WASM_TOOLS, as_component, component_of, plugin_dir
+from tests.vmm.test_kvm import KvmLoader, data, kvm_only, load_kvm
+from vmm.component_shell import (
+    CORE_FUNC,
+    Instantiation,
+    Lifted,
+    ShellError,
+    read_shell,
+)
+from vmm.errors import TierMismatchError
+from vmm.events import Replace
+from vmm.kvm import KvmBackend
+from vmm.kvm.linking import HostImport, ModuleExport, link
+from vmm.manifest import load_manifest
+
+__all__ = ["kvm_only", "load_kvm"]  # fixtures
+pytestmark = pytest.mark.usefixtures("kvm_only")
+
+
+def parse(wat: str) -> bytes:
+    return subprocess.run([WASM_TOOLS, "parse", "-"], input=wat.encode(), capture_output=True,
+                          check=True).stdout
+
+
+def test_the_shell_of_a_toolchains_component_is_read() -> None:
+    """wit-component's shape: the module, a shim whose table the fixup fills with the lowered
+    imports once memory exists, exports lifted from the module."""
+    shell = read_shell(component_of("caps"))
+    assert len(shell.modules) == 3
+    assert [type(i) for i in shell.core_instances].count(Instantiation) == 3
+    exported = shell.exports["hyperfilter:plugin/tcp-filter@0.1.0"]
+    _, index = shell.instance_item(exported[1], "on-data")
+    lifted = shell.function(index)
+    assert isinstance(lifted, Lifted) and lifted.options.realloc is not None
+    assert lifted.core_function < len(shell.core[CORE_FUNC])
+
+
+def test_a_component_is_linked_as_its_shell_says() -> None:
+    linking = link(load_manifest(plugin_dir("caps")), component_of("caps"))
+    shim, main, fixup = linking.instances
+    # main calls the imports that take memory through the shim's table, the others directly
+    through_shim = {(item.module, item.name) for item, b in main.bindings
+                    if isinstance(b, ModuleExport) and b.instance == shim.number}
+    direct = {(item.module, item.name) for item, b in main.bindings
+              if isinstance(b, HostImport)}
+    assert ("hyperfilter:plugin/shared-state@0.1.0", "increment") in through_shim
+    assert ("hyperfilter:plugin/clock@0.1.0", "now") in direct
+    assert len(through_shim) + len(direct) == len(main.bindings)
+    lowered = {b.capability.interface for _, b in fixup.bindings + main.bindings
+               if isinstance(b, HostImport)}
+    assert lowered == {item.interface for item in linking.core.imports}
+    assert {f.instance for f in linking.functions.values()} == {main.number}
+    assert linking.memory == ModuleExport(main.number, "memory", linking.core.memory)
+
+
+def test_a_component_gets_a_fresh_vm_per_stream_from_its_snapshot(
+        load_kvm: KvmLoader, tmp_path: Path) -> None:
+    plugin = load_kvm(as_component("counter", tmp_path))
+    assert plugin.kind == "component"
+    sandbox = plugin.new_sandbox()
+    assert [sandbox.deliver(data(b"x")) for _ in range(3)][-1] == Replace(b"3:x")
+    sandbox.close()
+    again = plugin.new_sandbox()
+    assert again.reused and again.deliver(data(b"y")) == Replace(b"1:y")
+
+
+def test_a_components_modules_are_compiled_once_each(
+        load_kvm: KvmLoader, kvm_backend: KvmBackend, tmp_path: Path) -> None:
+    """Each core module is compiled and cached on its own, by content: an image linked again
+    (here: its cache entry gone) compiles none of them."""
+    component = as_component("tcp-blocker", tmp_path)
+    load_kvm(component)
+    cache = kvm_backend.cache
+    for image in cache.directory.glob("*.kvm-component-image"):
+        image.unlink()
+    hits, misses = cache.hits, cache.misses
+    load_kvm(component).new_sandbox().close()
+    assert (cache.hits - hits, cache.misses - misses) == (3, 1)  # three modules; one link
+
+
+@pytest.mark.parametrize(("wat", "reason"), [
+    ("""(component (core module $m (memory (export "memory") 1))
+          (core instance (instantiate $m)) (core instance (instantiate $m)))""",
+     "core module 0 is instantiated twice"),
+    ("""(component (core module $a (memory (export "memory") 1))
+          (core module $b (memory (export "memory") 1))
+          (core instance (instantiate $a)) (core instance (instantiate $b)))""",
+     "its modules define 2 linear memories"),
+    ("""(component (component (core module)))""",
+     "it has a nested component that does more than re-export functions"),
+    ("""(component (import "f" (func)))""", "it imports 'f' as a function, not an instance"),
+])
+def test_shapes_the_generator_does_not_handle_are_refused_naming_them(
+        load_kvm: KvmLoader, tmp_path: Path, wat: str, reason: str) -> None:
+    copy = as_component("tcp-blocker", tmp_path)
+    (copy / "tcp-blocker.wasm").write_bytes(parse(wat))
+    with pytest.raises(TierMismatchError, match=f"cannot run yet: {reason}"):
+        load_kvm(copy)
+
+
+def test_a_string_encoding_other_than_utf8_is_refused(load_kvm: KvmLoader,
+                                                       tmp_path: Path) -> None:
+    copy = as_component("tcp-blocker", tmp_path)
+    text = subprocess.run([WASM_TOOLS, "print", "-"], input=component_of("tcp-blocker"),
+                          capture_output=True, check=True).stdout.decode()
+    (copy / "tcp-blocker.wasm").write_bytes(parse(text.replace("string-encoding=utf8",
+                                                               "string-encoding=utf16")))
+    with pytest.raises(TierMismatchError, match="string encoding utf16"):
+        load_kvm(copy)
+
+
+def test_reading_a_shell_stops_at_what_it_does_not_know() -> None:
+    with pytest.raises(ShellError, match="cannot be read"):
+        read_shell(component_of("tcp-blocker")[:-3])

@@ -1,0 +1,293 @@
+"""A component plugin resolved for the kvm tier: its core modules in the order its shell
+instantiates them, every import of each bound to an earlier module's export or to a host
+function, and the world's exports found in the modules.
+
+The guest then instantiates the modules itself (vmm/kvm/component_glue.py) and the host talks
+to it as to a core-module plugin: the same contract (`CoreModule`), its names (cabi_realloc,
+the handlers, their post-returns) bound to the modules that define them. So the canonical ABI
+of the world's exports and capability imports stays the host's (vmm/canonical.py), with the
+memory and realloc the component's lifts and lowers name, which must be one each.
+
+What the generator does not handle is refused, naming it: WASI imports, resources, a module
+instantiated twice, more than one linear memory, lifts or lowers with other memories or
+allocators, string encodings other than UTF-8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmm.component_shell import (
+    CORE_FUNC,
+    CORE_GLOBAL,
+    CORE_MEMORY,
+    CORE_TABLE,
+    FUNC,
+    INSTANCE,
+    CoreBag,
+    CoreExport,
+    ImportedFunction,
+    ImportedInstance,
+    Instantiation,
+    Lifted,
+    Lowered,
+    Options,
+    ResourceOp,
+    Shell,
+    ShellError,
+    read_shell,
+)
+from vmm.core_module import (
+    POST_RETURN_TYPES,
+    REALLOC,
+    REALLOC_TYPES,
+    CapabilityImport,
+    CoreModule,
+    Handler,
+    check_capability_import,
+)
+from vmm.errors import TierMismatchError, WorldMismatchError
+from vmm.events import kinds_of
+from vmm.manifest import Manifest
+from vmm.wasm_types import (
+    ExternSig,
+    FuncSig,
+    GlobalSig,
+    Import,
+    MemorySig,
+    ModuleTypes,
+    TableSig,
+    WasmFormatError,
+    read_module_types,
+)
+from vmm.world import EXPORTS
+
+_SIGS: dict[int, type] = {CORE_FUNC: FuncSig, CORE_TABLE: TableSig, CORE_MEMORY: MemorySig,
+                          CORE_GLOBAL: GlobalSig}
+_KIND_OF_SIG: dict[type, int] = {sig: sort for sort, sig in _SIGS.items()}
+
+
+class Unsupported(Exception):
+    """The component does something the kvm tier's generator does not handle."""
+
+
+@dataclass(frozen=True)
+class ModuleExport:
+    """What module instance `instance` exports as `name`."""
+
+    instance: int
+    name: str
+    sig: ExternSig
+
+
+@dataclass(frozen=True)
+class HostImport:
+    """A capability function lowered: a host call."""
+
+    capability: CapabilityImport
+    sig: FuncSig
+
+
+Binding = ModuleExport | HostImport
+
+
+@dataclass(frozen=True)
+class _Lowering:
+    """An imported component function, lowered."""
+
+    interface: str
+    function: str
+
+
+@dataclass(frozen=True)
+class ModuleInstance:
+    number: int
+    module: bytes
+    types: ModuleTypes
+    bindings: tuple[tuple[Import, Binding], ...]  # each import, what gives it
+
+
+@dataclass(frozen=True)
+class Linking:
+    instances: tuple[ModuleInstance, ...]
+    core: CoreModule  # the contract the host sees
+    functions: dict[str, ModuleExport]  # the contract's function names -> where they are
+    memory: ModuleExport
+
+
+def link(manifest: Manifest, wasm: bytes) -> Linking:
+    """The component `wasm` resolved; TierMismatchError naming what the kvm tier does not
+    handle, WorldMismatchError (and the grant errors) as for a core module."""
+    try:
+        return _Linker(manifest, read_shell(wasm)).link()
+    except (ShellError, Unsupported, WasmFormatError) as exc:
+        raise TierMismatchError(manifest.name, f"is a component the kvm tier cannot run yet: "
+                                               f"{exc} (run it on the wasmtime tier: tier = "
+                                               f'"wasmtime")') from None
+
+
+class _Linker:
+    def __init__(self, manifest: Manifest, shell: Shell) -> None:
+        self.manifest = manifest
+        self.shell = shell
+        self.numbers: dict[int, int] = {}  # core instance -> module instance number
+        self.instances: list[ModuleInstance] = []
+        self.capabilities: dict[tuple[str, str], CapabilityImport] = {}
+        self.lowered_options: list[Options] = []
+
+    def link(self) -> Linking:
+        instantiated: set[int] = set()
+        for index, instance in enumerate(self.shell.core_instances):
+            if not isinstance(instance, Instantiation):
+                continue
+            if instance.module in instantiated:
+                raise Unsupported(f"core module {instance.module} is instantiated twice")
+            instantiated.add(instance.module)
+            number = len(self.instances)
+            module = self.shell.modules[instance.module]
+            types = read_module_types(module)
+            bindings = tuple((item, self._bind(number, instance, item))
+                             for item in types.imports)
+            self.numbers[index] = number
+            self.instances.append(ModuleInstance(number, module, types, bindings))
+        defined = sum(len(i.types.memories) - sum(isinstance(item.sig, MemorySig)
+                                                  for item in i.types.imports)
+                      for i in self.instances)
+        if defined != 1:
+            raise Unsupported(f"its modules define {defined} linear memories; the kvm tier "
+                              "runs one")
+        return self._contract()
+
+    def _bind(self, number: int, instance: Instantiation, item: Import) -> Binding:
+        given = instance.args.get(item.module)
+        if given is None:
+            raise Unsupported(f"module instance {number} is given no {item.module!r}")
+        found = self._export_of(given, item.name)
+        if isinstance(found, _Lowering):
+            key = (found.interface, found.function)
+            capability = check_capability_import(self.manifest, *key, item.sig)
+            self.capabilities.setdefault(key, capability)
+            return HostImport(capability, item.sig)  # type: ignore[arg-type]
+        if found.instance >= number:
+            raise Unsupported(f"module instance {number} imports {item.name!r} from a module "
+                              "instantiated after it")
+        if not _satisfies(found.sig, item.sig):
+            raise Unsupported(f"module instance {number} imports {item.module}#{item.name} as "
+                              f"{item.sig}, but is given {found.sig}")
+        return found
+
+    def _export_of(self, core_instance: int, name: str) -> ModuleExport | _Lowering:
+        """Follow core instance `core_instance`'s export `name` to where it is defined."""
+        while True:
+            instance = self.shell.core_instances[core_instance]
+            if isinstance(instance, Instantiation):
+                number = self.numbers.get(core_instance)
+                if number is None:
+                    raise Unsupported(f"core instance {core_instance} is used before it exists")
+                sig = self.instances[number].types.exports.get(name)
+                if sig is None:
+                    raise Unsupported(f"module instance {number} exports no {name!r}")
+                return ModuleExport(number, name, sig)
+            assert isinstance(instance, CoreBag)
+            if name not in instance.items:
+                raise Unsupported(f"core instance {core_instance} has no {name!r}")
+            sort, index = instance.items[name]
+            item = self.shell.core[sort][index]
+            if not isinstance(item, CoreExport):
+                return self._lowering(item)
+            core_instance, name = item.instance, item.name
+
+    def _module_export(self, sort: int, index: int, what: str) -> ModuleExport:
+        """Core item `index` of `sort`, which must be a module's export."""
+        item = self.shell.core[sort][index]
+        found = (self._export_of(item.instance, item.name) if isinstance(item, CoreExport)
+                 else self._lowering(item))
+        if not isinstance(found, ModuleExport):
+            raise Unsupported(f"{what} is a lowered import")
+        return found
+
+    def _lowering(self, item: Lowered | ResourceOp) -> _Lowering:
+        if isinstance(item, ResourceOp):
+            raise Unsupported(f"it uses {item.op} (resources are not supported yet)")
+        function = self.shell.function(item.function)
+        if not isinstance(function, ImportedFunction):
+            raise Unsupported("it lowers one of its own lifted functions")
+        interface = self.shell.instances[function.instance]
+        assert isinstance(interface, ImportedInstance)
+        if interface.name.startswith("wasi:"):
+            raise Unsupported(f"it imports {interface.name}#{function.name}; WASI is not "
+                              "provided to components on the kvm tier yet")
+        self.lowered_options.append(item.options)
+        return _Lowering(interface.name, function.name)
+
+    def _contract(self) -> Linking:
+        functions: dict[str, ModuleExport] = {}
+        handlers: dict[type, Handler] = {}
+        memories: set[ModuleExport] = set()
+        reallocs: set[ModuleExport] = set()
+        for event_type, export in EXPORTS.items():
+            if not any(self.manifest.wants(kind) for kind in kinds_of(event_type)):
+                continue
+            lifted = self._lifted(export.interface_id, export.function)
+            core = self._function(
+                self._module_export(CORE_FUNC, lifted.core_function, export.core_name),
+                export.signature.core_export(), export.core_name)
+            functions[export.core_name] = core
+            options = lifted.options
+            if options.post_return is not None:
+                functions[export.post_return_name] = self._function(
+                    self._module_export(CORE_FUNC, options.post_return,
+                                        export.post_return_name),
+                    POST_RETURN_TYPES, export.post_return_name)
+            handlers[event_type] = Handler(export, options.post_return is not None)
+            self._options(options, memories, reallocs)
+        for options in self.lowered_options:
+            self._options(options, memories, reallocs)
+        if len(memories) != 1 or len(reallocs) != 1:
+            raise Unsupported(f"its lifts and lowers name {len(memories)} memories and "
+                              f"{len(reallocs)} allocators; the kvm tier needs one of each")
+        functions[REALLOC] = self._function(reallocs.pop(), REALLOC_TYPES, "its realloc")
+        memory = memories.pop()
+        if not isinstance(memory.sig, MemorySig) or memory.sig.memory64:
+            raise Unsupported("its lifts' memory is not a 32-bit linear memory")
+        contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False)
+        return Linking(tuple(self.instances), contract, functions, memory)
+
+    def _options(self, options: Options, memories: set[ModuleExport],
+                 reallocs: set[ModuleExport]) -> None:
+        if options.encoding != "utf8":
+            raise Unsupported(f"it uses string encoding {options.encoding}")
+        for index, into, sort in ((options.memory, memories, CORE_MEMORY),
+                                  (options.realloc, reallocs, CORE_FUNC)):
+            if index is not None:
+                into.add(self._module_export(sort, index, "a lift's memory or realloc"))
+
+    def _lifted(self, interface: str, name: str) -> Lifted:
+        sort, index = self.shell.exports.get(interface, (None, 0))
+        if sort != INSTANCE:
+            raise WorldMismatchError(self.manifest.name, f"does not export {interface}")
+        sort, index = self.shell.instance_item(index, name)
+        function = self.shell.function(index) if sort == FUNC else None
+        if not isinstance(function, Lifted):
+            raise WorldMismatchError(self.manifest.name, f"does not export {interface}#{name} "
+                                                         "as a lifted function")
+        return function
+
+    def _function(self, binding: ModuleExport, expected: tuple[list[str], list[str]],
+                  what: str) -> ModuleExport:
+        if not isinstance(binding.sig, FuncSig) or not binding.sig.matches(expected):
+            raise WorldMismatchError(self.manifest.name, f"lifts {what} from a core function "
+                                                         f"of the wrong type; the world's is "
+                                                         f"{expected}")
+        return binding
+
+
+
+def _satisfies(given: ExternSig, wanted: ExternSig) -> bool:
+    """Whether an export of type `given` may be an import of type `wanted` (core wasm's
+    import matching: a memory at least as large, with a maximum no larger)."""
+    if isinstance(given, MemorySig) and isinstance(wanted, MemorySig):
+        return (given.memory64 == wanted.memory64 and given.minimum >= wanted.minimum and
+                (wanted.maximum is None or
+                 (given.maximum is not None and given.maximum <= wanted.maximum)))
+    return given == wanted
