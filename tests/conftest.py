@@ -72,6 +72,19 @@ def as_component(name: str, tmp_path: Path) -> Path:
     return copy
 
 
+def kvm_refused_component(tmp_path: Path) -> Path:
+    """A copy of tcp-blocker as a component whose lifts use UTF-16, which the kvm tier's
+    generator does not handle: it refuses the plugin at load, naming why."""
+    copy = as_component("tcp-blocker", tmp_path)
+    text = subprocess.run([WASM_TOOLS, "print", "-"], input=component_of("tcp-blocker"),
+                          capture_output=True, check=True).stdout
+    (copy / "tcp-blocker.wasm").write_bytes(subprocess.run(
+        [WASM_TOOLS, "parse", "-"], input=text.replace(b"string-encoding=utf8",
+                                                       b"string-encoding=utf16"),
+        capture_output=True, check=True).stdout)
+    return copy
+
+
 class RecordingMetrics(MetricsSink):
     """A metrics sink that remembers what plugins reported."""
 

@@ -52,7 +52,7 @@ _IOVEC = struct.Struct("<II")  # buf pointer, length
 _FDSTAT = struct.Struct("<BxH4xQQ")
 _CHARACTER_DEVICE = 2
 _RIGHT_FD_READ, _RIGHT_FD_WRITE = 1 << 1, 1 << 6
-_CLOCKS: dict[int, Callable[[], int]] = {0: time.time_ns, 1: time.monotonic_ns}  # wall, monotonic
+CLOCKS: dict[int, Callable[[], int]] = {0: time.time_ns, 1: time.monotonic_ns}  # wall, monotonic
 # poll_oneoff: a subscription is 48 bytes (userdata u64 @0, tag u8 @8, ...), an event 32
 # (userdata u64 @0, error u16 @8, type u8 @10, ...); tag 0 is a clock, 1 and 2 an fd.
 _SUBSCRIPTION, _EVENT = 48, 32
@@ -103,6 +103,7 @@ class WasiFunction:
     params: tuple[str, ...]
     results: tuple[str, ...]
     serve: WasiServe
+    module: str = WASI_MODULE  # the import module: WASI preview 1's, or the kvm guest's own
 
     def call(self, streams: WasiStreams, memory: Memory, args: list[int]) -> int | None:
         return self.serve(streams, memory, [value & _MASK[kind]
@@ -135,7 +136,7 @@ def _no_entries(_streams: WasiStreams, memory: Memory, args: list[int]) -> int:
 
 def _clock_res_get(_streams: WasiStreams, memory: Memory, args: list[int]) -> int:
     clock, out = args
-    if clock not in _CLOCKS:
+    if clock not in CLOCKS:
         return INVAL
     memory.write(out, _U64.pack(1))  # nanoseconds
     return SUCCESS
@@ -143,7 +144,7 @@ def _clock_res_get(_streams: WasiStreams, memory: Memory, args: list[int]) -> in
 
 def _clock_time_get(_streams: WasiStreams, memory: Memory, args: list[int]) -> int:
     clock, _precision, out = args
-    read = _CLOCKS.get(clock)
+    read = CLOCKS.get(clock)
     if read is None:
         return INVAL
     memory.write(out, _U64.pack(read()))

@@ -19,7 +19,7 @@ import wasmtime
 from sidecar.envoy import Envoy, TcpListener, Upstream, render_bootstrap
 from sidecar.metrics import FLUSH_SECONDS
 from sidecar.upstreams import EchoServer
-from tests.conftest import plugin_dir, skip_unless_tier_runs
+from tests.conftest import kvm_refused_component, plugin_dir, skip_unless_tier_runs
 from tests.integration.harness import LoopThread, tcp_exchange
 
 pytestmark = pytest.mark.integration
@@ -105,13 +105,13 @@ def test_a_configuration_that_is_not_toml_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2 and "is not valid TOML" in result.stderr
 
 
-def test_a_component_on_the_kvm_tier_is_refused(tmp_path: Path) -> None:
+def test_a_component_the_kvm_tier_cannot_run_is_refused_saying_why(tmp_path: Path) -> None:
     skip_unless_tier_runs("kvm")
-    config = write_config(tmp_path, f'auth = {{ path = "{plugin_dir("http-auth")}", '
-                                    f'tier = "kvm" }}')
-    result = serve(config)
+    refused = kvm_refused_component(tmp_path)
+    result = serve(write_config(tmp_path, f'b = {{ path = "{refused}", tier = "kvm" }}'))
     assert result.returncode == 2, result.stderr
-    assert "is a component the kvm tier cannot run yet: it uses resource.drop" in result.stderr
+    assert "is a component the kvm tier cannot run yet: it uses string encoding utf16" \
+        in result.stderr
     assert '(run it on the wasmtime tier: tier = "wasmtime")' in result.stderr
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.envoy import BODY_MODES, envoy_binary
-from tests.conftest import as_component, plugin_dir
+from tests.conftest import as_component, kvm_refused_component, plugin_dir
 from tests.integration.harness import http_request, tcp_exchange
 from tests.integration.test_cli import HYPERFILTER, plugin_copy
 
@@ -171,21 +171,13 @@ def test_a_broken_test_file_exits_2_naming_file_line_and_problem(tmp_path: Path)
     assert missing.returncode == 2 and "tests.toml: no test file" in missing.stderr
 
 
-def test_a_component_is_skipped_on_the_kvm_tier(tmp_path: Path) -> None:
-    plugin = with_tests(tmp_path, "http-auth", """
-[[case]]
-name = "no key"
-protocol = "http"
-[[case.event]]
-headers = [[":path", "/"]]
-end-of-stream = true
-expect = { respond = 401 }
-""")
+def test_a_component_the_kvm_tier_cannot_run_is_skipped_saying_why(tmp_path: Path) -> None:
+    plugin = kvm_refused_component(tmp_path)  # with tcp-blocker's tests.toml
     result = hyperfilter("plugin", "test", str(plugin), "--tier", "kvm")
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join(result.stdout.split())  # rich wraps long lines
     assert re.match(r"skipped on kvm: (is a component the kvm tier cannot run yet: it uses "
-                    r"resource.drop|the kvm tier cannot run here)", said)
+                    r"string encoding utf16|the kvm tier cannot run here)", said)
 
 
 def test_the_test_files_seed_the_fuzzer(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class KvmBackend(Backend):
         self.kvm = Kvm()
         _raise_file_limit()  # two descriptors per live VM
         self.cache = CompileCache(cache_dir, toolchain.fingerprint)
+        self.module_cache = CompileCache(cache_dir, toolchain.module_fingerprint)
         self.watchdog = Watchdog()
         self.plugins: list[KvmPlugin] = []
 
@@ -75,7 +76,7 @@ class KvmBackend(Backend):
             linking = link(manifest, wasm)
             core = linking.core
             image = build_component_image(manifest.name, wasm, linking, GuestFunctions.of(core),
-                                          self.toolchain, self.cache)
+                                          self.toolchain, self.cache, self.module_cache)
         else:
             core = check_core_module(manifest, wasm)
             image = build_image(manifest.name, wasm, core, GuestFunctions.of(core),

@@ -4,8 +4,9 @@ Exports the host calls are numbered (`GuestFunctions`): the host puts a number a
 in the mailbox, the glue's `hf_dispatch` calls the plugin's function. Each capability function
 the plugin imports becomes a C function that passes its arguments to the host through exit
 EXIT_HOST_CALL + its number in `HOST_FUNCTIONS`: a fixed numbering of every capability
-function of the world, then of every WASI preview 1 function (vmm/wasi_preview1.py), so an
-exit means the same thing in every image, and the host can refuse an exit its plugin's
+function of the world, then of every WASI preview 1 function (vmm/wasi_preview1.py), then
+of the guest's WASI preview 2 services (vmm/kvm/wasi_services.py), so an exit means the same
+thing in every image, and the host can refuse an exit its plugin's
 manifest does not grant or its module does not import. A reactor's `_initialize` runs at
 instantiation, once, at load (its WASI calls are served then: vmm/kvm/snapshot.py). Then the
 glue publishes where each exported i32 global lives (`published_globals`): wasm2c keeps them
@@ -22,13 +23,16 @@ from vmm.capabilities import GRANTS, interface_id
 from vmm.core_module import REALLOC, CoreModule
 from vmm.input_area import INPUT_AREA_EXPORT
 from vmm.kvm.layout import EXIT_HOST_CALL, EXIT_KINDS, MAX_EXPORTED_GLOBALS
+from vmm.kvm.wasi_services import MODULE as GUEST_WASI
+from vmm.kvm.wasi_services import SERVICES
 from vmm.wasi_preview1 import FUNCTIONS as WASI_FUNCTIONS
 from vmm.wasi_preview1 import INITIALIZE, WASI_MODULE
 
 MODULE_NAME = "plugin"  # wasm2c -n
 HOST_FUNCTIONS: tuple[tuple[str, str], ...] = tuple(
     (interface_id(name), function.name) for name, grant in GRANTS.items()
-    for function in grant.functions) + tuple((WASI_MODULE, name) for name in WASI_FUNCTIONS)
+    for function in grant.functions) + tuple((WASI_MODULE, name) for name in WASI_FUNCTIONS) \
+    + tuple((GUEST_WASI, name) for name in SERVICES)
 HOST_FUNCTION_EXITS = {key: EXIT_HOST_CALL + n for n, key in enumerate(HOST_FUNCTIONS)}
 assert EXIT_HOST_CALL + len(HOST_FUNCTIONS) <= EXIT_KINDS
 _C_TYPES = {"i32": "u32", "i64": "u64"}

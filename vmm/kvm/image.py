@@ -70,13 +70,27 @@ class Toolchain:
     @functools.cached_property
     def fingerprint(self) -> str:
         """What an image depends on besides the plugin: tool versions and the guest sources."""
-        versions = [_output(self.wasm2c, "--version"), _output(self.cc, "-dumpfullversion")]
         digest = hashlib.sha256(guest_header().encode())
         for path in sorted(GUEST_SOURCES.rglob("*")):
             if path.is_file():
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
         digest.update(self.runtime_header.read_bytes())
-        return f"kvm-wasm2c-{versions[0]}-gcc-{versions[1]}-{digest.hexdigest()[:16]}"
+        return f"kvm-{self._versions}-{digest.hexdigest()[:16]}"
+
+    @functools.cached_property
+    def module_fingerprint(self) -> str:
+        """What a component's core module compiled on its own depends on besides the module:
+        the tools, wasm2c's runtime header and the flags, not the guest runtime, so an
+        interpreter stays compiled when the runtime or the glue changes."""
+        digest = hashlib.sha256(self.runtime_header.read_bytes())
+        digest.update(repr((COMPILE_FLAGS, WASM2C_FLAGS, OPTIMISE, OPTIMISE_LARGE,
+                            LARGE_CODE_BYTES)).encode())
+        return f"kvm-module-{self._versions}-{digest.hexdigest()[:16]}"
+
+    @functools.cached_property
+    def _versions(self) -> str:
+        versions = [_output(self.wasm2c, "--version"), _output(self.cc, "-dumpfullversion")]
+        return f"wasm2c-{versions[0]}-gcc-{versions[1]}"
 
 
 def find_toolchain() -> Toolchain | str:
@@ -143,7 +157,7 @@ def _link(plugin: str, toolchain: Toolchain, build: Path, optimise: str, seconds
 
 def build_component_image(plugin: str, wasm: bytes, linking: Linking,
                           functions: glue.GuestFunctions, toolchain: Toolchain,
-                          cache: CompileCache) -> bytes:
+                          cache: CompileCache, module_cache: CompileCache) -> bytes:
     """A component's image: each core module compiled on its own (and cached on its own, so
     a module that many plugins share, an interpreter, is compiled once), then linked with
     the glue that instantiates them (vmm/kvm/component_glue.py)."""
@@ -153,7 +167,8 @@ def build_component_image(plugin: str, wasm: bytes, linking: Linking,
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         modules = list(pool.map(
-            lambda instance: _compiled_module(plugin, instance.module, toolchain, cache),
+            lambda instance: _compiled_module(plugin, instance.module, toolchain,
+                                              module_cache),
             linking.instances))
     glue_source = component_glue.generate(linking, functions,
                                           [module.params for module in modules])
@@ -161,7 +176,7 @@ def build_component_image(plugin: str, wasm: bytes, linking: Linking,
     def compile_image() -> bytes:
         with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
             build = Path(tmp)
-            inputs = ["glue.c"]
+            inputs = ["glue.c", str(GUEST_SOURCES / "wasi.c")]
             for instance, module in zip(linking.instances, modules, strict=True):
                 name = component_glue.c_name(instance.module)
                 (build / f"{name}.h").write_text(module.header)
@@ -200,8 +215,8 @@ def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain)
         build = Path(tmp)
         (build / "module.wasm").write_bytes(module)
         _write_headers(build, toolchain)
-        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n", name,
-                                          "module.wasm", "-o", f"{name}.c"], build)
+        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "--no-debug-names",
+                                          "-n", name, "module.wasm", "-o", f"{name}.c"], build)
         optimise, seconds = _gcc_plan(module)
         run_build_step(plugin, "gcc", [
             toolchain.cc, *COMPILE_FLAGS, optimise, "-c", "-I", str(build),

@@ -37,6 +37,7 @@ from vmm.component_shell import (
     ShellError,
     read_shell,
 )
+from vmm.component_types import ComponentTypes, ComponentTypesError, WitFunction, component_types
 from vmm.core_module import (
     POST_RETURN_TYPES,
     REALLOC,
@@ -48,6 +49,14 @@ from vmm.core_module import (
 )
 from vmm.errors import TierMismatchError, WorldMismatchError
 from vmm.events import kinds_of
+from vmm.kvm import wasi_glue
+from vmm.kvm.extended_constants import (
+    INITIALIZER,
+    ExtendedConstantError,
+    compute_at_instantiation,
+)
+from vmm.kvm.wasi_glue import WasiLowering, WasiUnsupported
+from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET, SERVICES
 from vmm.manifest import Manifest
 from vmm.wasm_types import (
     ExternSig,
@@ -62,6 +71,7 @@ from vmm.wasm_types import (
 )
 from vmm.world import EXPORTS
 
+WASI_PREFIX = "wasi:"
 _SIGS: dict[int, type] = {CORE_FUNC: FuncSig, CORE_TABLE: TableSig, CORE_MEMORY: MemorySig,
                           CORE_GLOBAL: GlobalSig}
 _KIND_OF_SIG: dict[type, int] = {sig: sort for sort, sig in _SIGS.items()}
@@ -88,7 +98,23 @@ class HostImport:
     sig: FuncSig
 
 
-Binding = ModuleExport | HostImport
+@dataclass(frozen=True)
+class WasiImport:
+    """A WASI function lowered: answered in the guest (vmm/kvm/wasi_glue.py)."""
+
+    interface: str
+    function: WitFunction
+    sig: FuncSig
+    realloc: ModuleExport | None
+
+
+@dataclass(frozen=True)
+class ResourceDrop:
+    resource: str  # the resource's name, e.g. "pollable"
+
+
+Binding = ModuleExport | HostImport | WasiImport | ResourceDrop
+_DROP = "[resource-drop]"
 
 
 @dataclass(frozen=True)
@@ -97,14 +123,16 @@ class _Lowering:
 
     interface: str
     function: str
+    options: Options
 
 
 @dataclass(frozen=True)
 class ModuleInstance:
     number: int
-    module: bytes
+    module: bytes  # as compiled: its extended constants computed at instantiation
     types: ModuleTypes
     bindings: tuple[tuple[Import, Binding], ...]  # each import, what gives it
+    initializer: str | None  # the export the glue calls right after instantiating it
 
 
 @dataclass(frozen=True)
@@ -119,21 +147,23 @@ def link(manifest: Manifest, wasm: bytes) -> Linking:
     """The component `wasm` resolved; TierMismatchError naming what the kvm tier does not
     handle, WorldMismatchError (and the grant errors) as for a core module."""
     try:
-        return _Linker(manifest, read_shell(wasm)).link()
-    except (ShellError, Unsupported, WasmFormatError) as exc:
+        return _Linker(manifest, read_shell(wasm), wasm).link()
+    except (ShellError, Unsupported, WasmFormatError, ComponentTypesError) as exc:
         raise TierMismatchError(manifest.name, f"is a component the kvm tier cannot run yet: "
                                                f"{exc} (run it on the wasmtime tier: tier = "
                                                f'"wasmtime")') from None
 
 
 class _Linker:
-    def __init__(self, manifest: Manifest, shell: Shell) -> None:
+    def __init__(self, manifest: Manifest, shell: Shell, wasm: bytes) -> None:
         self.manifest = manifest
         self.shell = shell
         self.numbers: dict[int, int] = {}  # core instance -> module instance number
         self.instances: list[ModuleInstance] = []
         self.capabilities: dict[tuple[str, str], CapabilityImport] = {}
         self.lowered_options: list[Options] = []
+        self.wasm = wasm
+        self.types: ComponentTypes | None = None
 
     def link(self) -> Linking:
         instantiated: set[int] = set()
@@ -144,12 +174,17 @@ class _Linker:
                 raise Unsupported(f"core module {instance.module} is instantiated twice")
             instantiated.add(instance.module)
             number = len(self.instances)
-            module = self.shell.modules[instance.module]
+            given = self.shell.modules[instance.module]
+            try:
+                module = compute_at_instantiation(given)
+            except ExtendedConstantError as exc:
+                raise Unsupported(f"core module {instance.module}: {exc}") from None
             types = read_module_types(module)
             bindings = tuple((item, self._bind(number, instance, item))
                              for item in types.imports)
             self.numbers[index] = number
-            self.instances.append(ModuleInstance(number, module, types, bindings))
+            self.instances.append(ModuleInstance(number, module, types, bindings,
+                                                 None if module is given else INITIALIZER))
         defined = sum(len(i.types.memories) - sum(isinstance(item.sig, MemorySig)
                                                   for item in i.types.imports)
                       for i in self.instances)
@@ -163,6 +198,12 @@ class _Linker:
         if given is None:
             raise Unsupported(f"module instance {number} is given no {item.module!r}")
         found = self._export_of(given, item.name)
+        if isinstance(found, ResourceOp):
+            if found.op != "resource.drop" or not item.name.startswith(_DROP):
+                raise Unsupported(f"it uses {found.op} (only WASI's resources are supported)")
+            return ResourceDrop(item.name.removeprefix(_DROP))
+        if isinstance(found, _Lowering) and found.interface.startswith(WASI_PREFIX):
+            return self._wasi(found, item)
         if isinstance(found, _Lowering):
             key = (found.interface, found.function)
             capability = check_capability_import(self.manifest, *key, item.sig)
@@ -176,7 +217,26 @@ class _Linker:
                               f"{item.sig}, but is given {found.sig}")
         return found
 
-    def _export_of(self, core_instance: int, name: str) -> ModuleExport | _Lowering:
+    def _wasi(self, lowering: _Lowering, item: Import) -> WasiImport:
+        if self.types is None:
+            self.types = component_types(self.wasm)
+        function = self.types.functions.get((lowering.interface, lowering.function))
+        if function is None:
+            raise Unsupported(f"its types do not declare {lowering.interface}#"
+                              f"{lowering.function}")
+        realloc = lowering.options.realloc
+        found = WasiImport(lowering.interface, function, item.sig,  # type: ignore[arg-type]
+                           None if realloc is None else
+                           self._module_export(CORE_FUNC, realloc, "a WASI lower's realloc"))
+        try:  # its answer, generated now: what has none is refused before anything compiles
+            wasi_glue.thunk("check", WasiLowering(found.interface, function, found.sig,
+                                                  None if realloc is None else "realloc("))
+        except WasiUnsupported as exc:
+            raise Unsupported(str(exc)) from None
+        return found
+
+    def _export_of(self, core_instance: int,
+                   name: str) -> ModuleExport | _Lowering | ResourceOp:
         """Follow core instance `core_instance`'s export `name` to where it is defined."""
         while True:
             instance = self.shell.core_instances[core_instance]
@@ -193,6 +253,8 @@ class _Linker:
                 raise Unsupported(f"core instance {core_instance} has no {name!r}")
             sort, index = instance.items[name]
             item = self.shell.core[sort][index]
+            if isinstance(item, ResourceOp):
+                return item
             if not isinstance(item, CoreExport):
                 return self._lowering(item)
             core_instance, name = item.instance, item.name
@@ -201,24 +263,20 @@ class _Linker:
         """Core item `index` of `sort`, which must be a module's export."""
         item = self.shell.core[sort][index]
         found = (self._export_of(item.instance, item.name) if isinstance(item, CoreExport)
-                 else self._lowering(item))
+                 else item)
         if not isinstance(found, ModuleExport):
             raise Unsupported(f"{what} is a lowered import")
         return found
 
-    def _lowering(self, item: Lowered | ResourceOp) -> _Lowering:
-        if isinstance(item, ResourceOp):
-            raise Unsupported(f"it uses {item.op} (resources are not supported yet)")
+    def _lowering(self, item: Lowered) -> _Lowering:
         function = self.shell.function(item.function)
         if not isinstance(function, ImportedFunction):
             raise Unsupported("it lowers one of its own lifted functions")
         interface = self.shell.instances[function.instance]
         assert isinstance(interface, ImportedInstance)
-        if interface.name.startswith("wasi:"):
-            raise Unsupported(f"it imports {interface.name}#{function.name}; WASI is not "
-                              "provided to components on the kvm tier yet")
-        self.lowered_options.append(item.options)
-        return _Lowering(interface.name, function.name)
+        if not interface.name.startswith(WASI_PREFIX):  # the host's: its memory and realloc
+            self.lowered_options.append(item.options)
+        return _Lowering(interface.name, function.name, item.options)
 
     def _contract(self) -> Linking:
         functions: dict[str, ModuleExport] = {}
@@ -250,7 +308,11 @@ class _Linker:
         memory = memories.pop()
         if not isinstance(memory.sig, MemorySig) or memory.sig.memory64:
             raise Unsupported("its lifts' memory is not a 32-bit linear memory")
-        contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False)
+        uses_wasi = any(isinstance(binding, WasiImport) for instance in self.instances
+                        for _, binding in instance.bindings)
+        wasi = (RANDOM_GET, PROC_EXIT, *SERVICES.values()) if uses_wasi else ()
+        contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False,
+                              wasi)
         return Linking(tuple(self.instances), contract, functions, memory)
 
     def _options(self, options: Options, memories: set[ModuleExport],

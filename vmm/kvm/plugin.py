@@ -19,6 +19,7 @@ from vmm.kvm.layout import EXIT_HOST_CALL
 from vmm.kvm.machine import Kvm, Machine, VmCrash
 from vmm.kvm.sandbox import KvmSandbox
 from vmm.kvm.snapshot import take_snapshot
+from vmm.kvm.wasi_services import MODULE as GUEST_WASI
 from vmm.kvm.watchdog import Watchdog
 from vmm.kvm.working_set import WorkingSet
 from vmm.manifest import Manifest
@@ -50,7 +51,7 @@ class KvmPlugin(LoadedPlugin):
         self.host_calls: dict[int, tuple[CoreHostCall, int]] = {
             HOST_FUNCTION_EXITS[key]: (bound.call, len(bound.function.signature.core_import()[0]))
             for key, bound in granted_host_calls(manifest, env).items()}
-        self.wasi_calls = {HOST_FUNCTION_EXITS[WASI_MODULE, function.name]: function
+        self.wasi_calls = {HOST_FUNCTION_EXITS[function.module, function.name]: function
                            for function in core.wasi}
         self.log = env.log
         self.has_input_area = core.has_input_area
@@ -70,7 +71,7 @@ class KvmPlugin(LoadedPlugin):
         number = kind - EXIT_HOST_CALL
         if 0 <= number < len(HOST_FUNCTIONS):
             interface, name = HOST_FUNCTIONS[number]
-            if interface == WASI_MODULE:
+            if interface in (WASI_MODULE, GUEST_WASI):
                 return f"it asked for {interface}#{name}, which its module does not import"
             return f"it asked for {interface}#{name}, which its manifest does not grant"
         return f"it made exit {kind:#x}, which is no host function"

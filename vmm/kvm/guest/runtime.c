@@ -46,7 +46,7 @@ static inline void exit_vm(uint32_t kind, uint32_t value) {
                    : : "r"(value), "r"(HF_EXIT_WINDOW + 8 * (uint64_t)kind) : "memory");
 }
 
-__attribute__((noreturn)) static void stop(uint32_t code) {
+__attribute__((noreturn)) void hf_trap(uint32_t code) {
   for (;;) exit_vm(HF_EXIT_TRAP, code);
 }
 
@@ -79,12 +79,12 @@ void hf_publish_global(uint32_t index, const uint32_t *value) {
   if (index < HF_MAX_EXPORTED_GLOBALS) mailbox->exported_globals[index] = (uintptr_t)value;
 }
 
-__attribute__((noreturn)) void hf_no_function(void) { stop(HF_TRAP_NO_FUNCTION); }
+__attribute__((noreturn)) void hf_no_function(void) { hf_trap(HF_TRAP_NO_FUNCTION); }
 
 __attribute__((noreturn, section(".text.start"))) void hf_start(void) {
   hf_instantiate();
   exit_to_host(HF_EXIT_READY);
-  stop(HF_TRAP_NO_FUNCTION); /* the host never RESUMEs the top level */
+  hf_trap(HF_TRAP_NO_FUNCTION); /* the host never RESUMEs the top level */
 }
 
 /* --- wasm-rt.h ---------------------------------------------------------------------------- */
@@ -99,15 +99,15 @@ void wasm_rt_free(void) {}
 
 __attribute__((noreturn)) void wasm_rt_trap(wasm_rt_trap_t trap) {
   switch (trap) {
-    case WASM_RT_TRAP_OOB: stop(HF_TRAP_OOB);
-    case WASM_RT_TRAP_INT_OVERFLOW: stop(HF_TRAP_INT_OVERFLOW);
-    case WASM_RT_TRAP_DIV_BY_ZERO: stop(HF_TRAP_DIV_BY_ZERO);
-    case WASM_RT_TRAP_INVALID_CONVERSION: stop(HF_TRAP_INVALID_CONVERSION);
-    case WASM_RT_TRAP_UNREACHABLE: stop(HF_TRAP_UNREACHABLE);
-    case WASM_RT_TRAP_CALL_INDIRECT: stop(HF_TRAP_CALL_INDIRECT);
-    case WASM_RT_TRAP_UNCAUGHT_EXCEPTION: stop(HF_TRAP_UNCAUGHT_EXCEPTION);
-    case WASM_RT_TRAP_EXHAUSTION: stop(HF_TRAP_EXHAUSTION);
-    default: stop(HF_TRAP_UNREACHABLE);
+    case WASM_RT_TRAP_OOB: hf_trap(HF_TRAP_OOB);
+    case WASM_RT_TRAP_INT_OVERFLOW: hf_trap(HF_TRAP_INT_OVERFLOW);
+    case WASM_RT_TRAP_DIV_BY_ZERO: hf_trap(HF_TRAP_DIV_BY_ZERO);
+    case WASM_RT_TRAP_INVALID_CONVERSION: hf_trap(HF_TRAP_INVALID_CONVERSION);
+    case WASM_RT_TRAP_UNREACHABLE: hf_trap(HF_TRAP_UNREACHABLE);
+    case WASM_RT_TRAP_CALL_INDIRECT: hf_trap(HF_TRAP_CALL_INDIRECT);
+    case WASM_RT_TRAP_UNCAUGHT_EXCEPTION: hf_trap(HF_TRAP_UNCAUGHT_EXCEPTION);
+    case WASM_RT_TRAP_EXHAUSTION: hf_trap(HF_TRAP_EXHAUSTION);
+    default: hf_trap(HF_TRAP_UNREACHABLE);
   }
 }
 
@@ -118,7 +118,7 @@ static char *heap_top = __heap_start;
 
 static void *heap_alloc(size_t size) {
   char *p = (char *)(((uintptr_t)heap_top + 15) & ~(uintptr_t)15);
-  if (size > (size_t)((char *)HF_LINEAR_BASE - p)) stop(HF_TRAP_HEAP);
+  if (size > (size_t)((char *)HF_LINEAR_BASE - p)) hf_trap(HF_TRAP_HEAP);
   heap_top = p + size;
   return p;
 }
@@ -162,9 +162,9 @@ static int memory_allocated;
 
 void wasm_rt_allocate_memory(wasm_rt_memory_t *memory, uint32_t initial_pages,
                              uint32_t max_pages) {
-  if (memory_allocated++) stop(HF_TRAP_MULTI_MEMORY);
+  if (memory_allocated++) hf_trap(HF_TRAP_MULTI_MEMORY);
   uint64_t limit_pages = mailbox->memory_limit / HF_WASM_PAGE;
-  if (initial_pages > limit_pages) stop(HF_TRAP_INITIAL_MEMORY);
+  if (initial_pages > limit_pages) hf_trap(HF_TRAP_INITIAL_MEMORY);
   memory->data = (uint8_t *)HF_LINEAR_BASE;
   memory->pages = initial_pages;
   memory->max_pages = max_pages < limit_pages ? max_pages : (uint32_t)limit_pages;
@@ -258,3 +258,5 @@ double sqrt(double x) { return __builtin_sqrt(x); }
 float sqrtf(float x) { return __builtin_sqrtf(x); }
 double fabs(double x) { return __builtin_fabs(x); }
 float fabsf(float x) { return __builtin_fabsf(x); }
+double copysign(double x, double y) { return __builtin_copysign(x, y); }
+float copysignf(float x, float y) { return __builtin_copysignf(x, y); }
