@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import Progress
 
-from bench import fuzzing, languages, state, tiers
+from bench import components, fuzzing, languages, state, tiers
 from bench.attacks import ATTACKS, FULL_WINDOW, QUICK_WINDOW
 from bench.contenders import (
     SLOW_NEIGHBOURS,
@@ -97,6 +97,9 @@ def tier_workloads(scale: Scale, progress: Progress) -> dict[str, Any]:
         results["plugin_languages"] = languages.language_rows(
             made, scale.component_sandboxes, scale.event_calls, progress)
         results["fuzzing"] = fuzzing.fuzz_rows(tuple(made), scale.fuzz_seconds, progress)
+        results["python_component"] = components.component_rows(
+            tuple(made), scale.component_sandboxes, scale.event_calls // 10, scale.live[0],
+            progress)
         if "kvm" in made:
             results["kvm_new_vm_breakdown_us"] = tiers.kvm_breakdown(made["kvm"],
                                                                      scale.sandboxes // 6)

@@ -155,6 +155,12 @@ TIER_TABLES = {  # workload: what a row is, columns (key, heading)
         ("sandbox_p50_us", "new sandbox p50 µs"),
         ("sandbox_p99_us", "p99 µs"), ("event_p50_us", "event call p50 µs"),
         ("event_p99_us", "p99 µs"), ("not_measured", "not measured"))),
+    "python_component": ("tier, plugin (the same on each)", (
+        ("first_build_s", "first plugin of the toolchain, s"), ("later_build_s", "a later one, s"),
+        ("sandbox_p50_us", "new sandbox p50 µs"), ("sandbox_p99_us", "p99 µs"),
+        ("event_p50_us", "event call p50 µs"), ("event_p99_us", "p99 µs"),
+        ("sandboxes", "live"), ("process_KiB", "KiB each, process"),
+        ("machine_KiB", "KiB each, machine"))),
     "fuzzing": ("tier, plugin, coverage", (
         ("streams_s", "streams/s"), ("events_s", "events/s"), ("corpus", "corpus"),
         ("sites", "counters reached"), ("not_measured", "not measured"))),

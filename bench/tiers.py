@@ -22,7 +22,7 @@ from bench.workloads import timed
 from sidecar.metrics import Metrics
 from vmm import kvm
 from vmm.errors import SandboxFault
-from vmm.events import Direction, TcpData
+from vmm.events import Direction, Event, TcpData
 from vmm.kvm.layout import EXIT_DONE, EXIT_WINDOW, IMAGE, slot_size, system_tables
 from vmm.kvm.machine import Kvm, Machine
 from vmm.kvm.sandbox import KvmSandbox
@@ -56,11 +56,12 @@ def _made_then_closed(plugin: LoadedPlugin, count: int) -> list[int]:
     return samples
 
 
-def _reused(plugin: LoadedPlugin, count: int) -> list[int]:
-    """A stream's sandbox closed and the next one made: on kvm, the VM reset to the snapshot
-    and handed out again, which is what a busy sidecar does for each connection."""
+def reused(plugin: LoadedPlugin, count: int, event: Event = EVENT) -> list[int]:
+    """A stream's sandbox closed after its event and the next one made: on kvm, the VM reset
+    to the snapshot and handed out again, which is what a busy sidecar does for each
+    connection."""
     sandbox = plugin.new_sandbox()
-    sandbox.deliver(EVENT)
+    sandbox.deliver(event)
 
     def cycle() -> None:
         nonlocal sandbox
@@ -80,7 +81,7 @@ def sandbox_creation(made: dict[str, Backend], count: int, component_count: int,
          component_count)]
     if "kvm" in made:
         rows += [("kvm, core module (pass-through, C): VM reset and reused", "kvm", CORE,
-                  _reused, count),
+                  reused, count),
                  ("kvm, core module (pass-through, C): new VM", "kvm", CORE, _made_then_closed,
                   count // 3)]
     task = progress.add_task("sandbox creation", total=len(rows))
@@ -190,21 +191,26 @@ def live_sandboxes(made: dict[str, Backend], count: int,
     task = progress.add_task(f"{count} live sandboxes", total=len(made))
     results = {}
     for tier, backend in made.items():
-        plugin = load(backend, CORE)
-        resident, available = _resident(), _available()
-        live, faults = [], 0
-        for _ in range(count):
-            sandbox = plugin.new_sandbox()
-            try:
-                sandbox.deliver(EVENT)
-            except SandboxFault:  # kept live all the same: its memory is what is measured
-                faults += 1
-            live.append(sandbox)
         results[f"{tier}, core module (pass-through, C)"] = {
-            "tier": tier, "sandboxes": count, "faults": faults,
-            "process_KiB": round((_resident() - resident) / count / 1024, 1),
-            "machine_KiB": round((available - _available()) / count / 1024, 1)}
-        for sandbox in live:
-            sandbox.close()
+            "tier": tier, **live_memory(load(backend, CORE), count, EVENT)}
         progress.advance(task)
     return results
+
+
+def live_memory(plugin: LoadedPlugin, count: int, event: Event) -> dict[str, Any]:
+    """Memory per live sandbox, each having handled `event`."""
+    resident, available = _resident(), _available()
+    live, faults = [], 0
+    for _ in range(count):
+        sandbox = plugin.new_sandbox()
+        try:
+            sandbox.deliver(event)
+        except SandboxFault:  # kept live all the same: its memory is what is measured
+            faults += 1
+        live.append(sandbox)
+    measured = {"sandboxes": count, "faults": faults,
+                "process_KiB": round((_resident() - resident) / count / 1024, 1),
+                "machine_KiB": round((available - _available()) / count / 1024, 1)}
+    for sandbox in live:
+        sandbox.close()
+    return measured

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.config import DEFAULT_CACHE_DIR
 from sidecar.plugin.build import build_plugin
 from sidecar.plugin.languages import rust
 from sidecar.plugin.toolchain import ToolchainMissing
@@ -111,8 +112,11 @@ def built_plugins() -> None:
 
 
 @pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("compile-cache")
+def compile_cache() -> Path:
+    """The sidecar's own default cache, which the CLI tests' `hyperfilter` processes use too:
+    its entries are keyed by content and toolchain, and a component toolchain's interpreter
+    compiled for kvm (minutes) is then compiled once per machine, not once per test run."""
+    return DEFAULT_CACHE_DIR
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from vmm.canonical import Memory
 from vmm.capabilities import CapabilityDenied, OutputLines, PluginLog
+from vmm.fault_notes import PluginStderr
 
 WASI_MODULE = "wasi_snapshot_preview1"
 INITIALIZE = "_initialize"  # a reactor's initialisation: () -> ()
@@ -67,18 +68,25 @@ class ProcExit(CapabilityDenied):
 class WasiStreams:
     """One sandbox's stdout and stderr, cut into lines for the plugin's log. The first line an
     event writes to stderr is kept for its fault to quote (Go writes a panic's message there,
-    then a traceback with the plugin's files and lines, which the log gets)."""
+    then a traceback with the plugin's files and lines, which the log gets). A component's
+    stderr may carry its SDK's fault notes instead (`notes`: vmm/fault_notes.py)."""
 
-    def __init__(self, log: PluginLog) -> None:
+    def __init__(self, log: PluginLog, notes: PluginStderr | None = None) -> None:
         self.stdout = OutputLines(log, LOG_INFO)
         self._stderr = OutputLines(log, LOG_WARN)
+        self.notes = notes
         self._first_error = b""
         self._first_error_done = False
 
     def start_event(self) -> None:
         self._first_error, self._first_error_done = b"", False
+        if self.notes is not None:
+            self.notes.begin_event()
 
     def write_stderr(self, data: bytes) -> None:
+        if self.notes is not None:
+            self.notes.write(data)
+            return
         if not self._first_error_done:
             line, newline, _ = (self._first_error + data[:FIRST_LINE_KEPT]).partition(b"\n")
             self._first_error = line[:FIRST_LINE_KEPT]

@@ -33,7 +33,7 @@ def body_mode(mode: str) -> dict[str, str]:
 
 SPEC = StackSpec(
     plugins={
-        "http-auth": {"path": "http-auth", "tier": "wasmtime"},
+        "http-auth": "http-auth",  # a Python component
         "body-redactor": "body-redactor",
         "counter": "counter",
         "rewrite": "rewrite",

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.http_session import FAILURE_RESPONSE
-from tests.integration.harness import HttpReply, Stack, StackSpec, http_request
+from tests.conftest import TIERS
+from tests.integration.harness import HttpReply, Stack, StackSpec, http_request, stack_per_tier
 from tests.jwt_signing import FUTURE, PAST, RsaSigner, b64url, hs256_token, openssl_signer
 
 pytestmark = pytest.mark.integration
@@ -29,8 +30,9 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> RsaSigner:
     return openssl_signer(tmp_path_factory.mktemp("jwt-key"))
 
 
-@pytest.fixture(scope="module")
-def stack(signer: RsaSigner, compile_cache: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=TIERS)
+def stack(request: pytest.FixtureRequest, signer: RsaSigner,
+          compile_cache: Path) -> Iterator[Stack]:
     spec = StackSpec(
         plugins={
             "jwt": {"path": "jwt-auth",
@@ -42,8 +44,7 @@ def stack(signer: RsaSigner, compile_cache: Path) -> Iterator[Stack]:
         },
         http={"jwt": ("jwt", {}), "rs256": ("jwt-rs256", {}),
               "misconfigured": ("jwt-misconfigured", {})})
-    with Stack(spec, compile_cache) as running:  # a Python component: the wasmtime tier
-        yield running
+    yield from stack_per_tier(spec, request.param, compile_cache)
 
 
 def bearer(token: str, **headers: str) -> dict[str, str]:

@@ -20,8 +20,14 @@ import pytest
 from sidecar.http_session import FAILURE_RESPONSE
 from sidecar.plugin.build import build_plugin
 from sidecar.plugin.toolchain import BuildError
-from tests.conftest import plugin_dir
-from tests.integration.harness import Stack, StackSpec, http_request, tcp_exchange
+from tests.conftest import TIERS, plugin_dir
+from tests.integration.harness import (
+    Stack,
+    StackSpec,
+    http_request,
+    stack_per_tier,
+    tcp_exchange,
+)
 from tests.vmm.test_python_errors import HTTP_CAUSES, TCP_CAUSES, line_of
 
 pytestmark = pytest.mark.integration
@@ -38,10 +44,9 @@ SPEC = StackSpec(
 )
 
 
-@pytest.fixture(scope="module")
-def stack(compile_cache: Path) -> Iterator[Stack]:
-    with Stack(SPEC, compile_cache) as running:  # components run on the wasmtime tier
-        yield running
+@pytest.fixture(scope="module", params=TIERS)
+def stack(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
+    yield from stack_per_tier(SPEC, request.param, compile_cache)
 
 
 def logged(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:

@@ -18,7 +18,7 @@ SPEC = StackSpec(
     plugins={
         "pass-through": "pass-through",
         "tcp-blocker": "tcp-blocker",
-        "tcp-redactor": {"path": "tcp-redactor", "tier": "wasmtime"},
+        "tcp-redactor": "tcp-redactor",  # a Python component
         "counter": "counter",
         "faulty-open": {"path": "faulty", "failure-policy": "fail-open"},
         "faulty-closed": {"path": "faulty", "failure-policy": "fail-closed"},

@@ -15,7 +15,7 @@ from tests.conftest import Loader, plugin_dir
 from vmm.capabilities import PluginLog
 from vmm.errors import PluginError
 from vmm.events import Direction, HttpForward, HttpHeaders, Mutation, TcpData
-from vmm.wasmtime.component import FAULT_NOTE, PluginStderr
+from vmm.fault_notes import FAULT_NOTE, PluginStderr
 
 PLUGIN = "py-faulty"
 IN = Direction.INBOUND

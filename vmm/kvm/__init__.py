@@ -74,15 +74,16 @@ class KvmBackend(Backend):
                                f"{MAX_MEMORY_LIMIT >> 20} MiB")
         if kind is WasmKind.COMPONENT:
             linking = link(manifest, wasm)
-            core = linking.core
-            image = build_component_image(manifest.name, wasm, linking, GuestFunctions.of(core),
-                                          self.toolchain, self.cache, self.module_cache)
+            image = build_component_image(manifest.name, wasm, linking,
+                                          GuestFunctions.of(linking.core), self.toolchain,
+                                          self.cache, self.module_cache)
+            plugin = KvmPlugin(manifest, linking.core, image, env, self.kvm, self.watchdog,
+                               "component", linking.preload)
         else:
             core = check_core_module(manifest, wasm)
             image = build_image(manifest.name, wasm, core, GuestFunctions.of(core),
                                 self.toolchain, self.cache)
-        plugin = KvmPlugin(manifest, core, image, env, self.kvm, self.watchdog,
-                           "component" if kind is WasmKind.COMPONENT else "core module")
+            plugin = KvmPlugin(manifest, core, image, env, self.kvm, self.watchdog)
         self.plugins.append(plugin)
         return plugin
 

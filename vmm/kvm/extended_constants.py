@@ -16,11 +16,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vmm.wasm_sections import (
+    CODE,
+    DATA,
+    ELEMENT,
+    EXPORT,
+    FUNCTION,
+    GLOBAL,
+    IMPORT,
+    START,
+    TYPE,
+    Section,
+    find,
+    sections,
+    uleb,
+)
 from vmm.wasm_types import BinaryReader, WasmFormatError
 
 INITIALIZER = "hyperfilter:extended-constants"
-_TYPE, _IMPORT, _FUNCTION, _GLOBAL, _EXPORT, _START, _ELEMENT, _CODE, _DATA = (
-    1, 2, 3, 6, 7, 8, 9, 10, 11)
 _GLOBAL_GET, _GLOBAL_SET, _I32_CONST, _I32_ADD, _I32_SUB, _END = 0x23, 0x24, 0x41, 0x6A, 0x6B, 0x0B
 _GLOBAL_KIND, _FUNC_KIND = 3, 0
 
@@ -35,44 +48,23 @@ class _Computed:
     expression: bytes  # its initializer, without the end
 
 
-@dataclass(frozen=True)
-class _Section:
-    id: int
-    body: bytes
-
-
 def compute_at_instantiation(wasm: bytes) -> bytes:
     """`wasm` with its extended-constant globals set by INITIALIZER (the module docstring);
     `wasm` itself when it has none."""
     try:
-        sections = _sections(wasm)
-        rewritten, computed = _rewrite_globals(sections)
+        found = sections(wasm)
+        rewritten, computed = _rewrite_globals(found)
         if not computed:
             return wasm
-        _check_unread(sections, {c.index for c in computed})
-        return _with_initializer(wasm[:8], sections, rewritten, computed)
+        _check_unread(found, {c.index for c in computed})
+        return _with_initializer(wasm[:8], found, rewritten, computed)
     except WasmFormatError as exc:
         raise ExtendedConstantError(f"cannot be read: {exc}") from None
 
 
-def _sections(wasm: bytes) -> list[_Section]:
-    reader = BinaryReader(wasm, 8)
-    sections = []
-    while reader.at < reader.end:
-        section_id, size = reader.byte(), reader.uleb()
-        start = reader.at
-        reader.skip(size)
-        sections.append(_Section(section_id, wasm[start:reader.at]))
-    return sections
-
-
-def _find(sections: list[_Section], section_id: int) -> _Section | None:
-    return next((s for s in sections if s.id == section_id), None)
-
-
-def _imported(sections: list[_Section]) -> tuple[int, int]:
+def _imported(found: list[Section]) -> tuple[int, int]:
     """How many functions and globals the module imports."""
-    imports = _find(sections, _IMPORT)
+    imports = find(found, IMPORT)
     counts = {_FUNC_KIND: 0, _GLOBAL_KIND: 0}
     if imports is None:
         return 0, 0
@@ -103,14 +95,14 @@ def _expression(reader: BinaryReader) -> bytes:
     return reader.data[start:reader.at - 1]
 
 
-def _rewrite_globals(sections: list[_Section]) -> tuple[bytes, list[_Computed]]:
-    section = _find(sections, _GLOBAL)
+def _rewrite_globals(found: list[Section]) -> tuple[bytes, list[_Computed]]:
+    section = find(found, GLOBAL)
     if section is None:
         return b"", []
-    imported = _imported(sections)[1]
+    imported = _imported(found)[1]
     reader = BinaryReader(section.body)
     count = reader.uleb()
-    out = bytearray(_uleb(count))
+    out = bytearray(uleb(count))
     computed = []
     for number in range(count):
         start = reader.at
@@ -164,11 +156,11 @@ def _is_offset(expression: bytes, imported: int) -> bool:
     return operator in (_I32_ADD, _I32_SUB) and source < imported
 
 
-def _check_unread(sections: list[_Section], rewritten: set[int]) -> None:
-    if _find(sections, _START) is not None:
+def _check_unread(found: list[Section], rewritten: set[int]) -> None:
+    if find(found, START) is not None:
         raise ExtendedConstantError("it has a start function, which would run before its "
                                     "extended constants are computed")
-    for expression in _offsets(sections):
+    for expression in _offsets(found):
         reader = BinaryReader(expression + bytes([_END]))
         while (op := reader.byte()) != _END:
             if op == _GLOBAL_GET and reader.uleb() in rewritten:
@@ -178,10 +170,10 @@ def _check_unread(sections: list[_Section], rewritten: set[int]) -> None:
                 reader.uleb()
 
 
-def _offsets(sections: list[_Section]) -> list[bytes]:
+def _offsets(found: list[Section]) -> list[bytes]:
     """The offset expressions of active data and element segments."""
-    found = []
-    data = _find(sections, _DATA)
+    offsets = []
+    data = find(found, DATA)
     if data is not None:
         reader = BinaryReader(data.body)
         for _ in range(reader.uleb()):
@@ -189,9 +181,9 @@ def _offsets(sections: list[_Section]) -> list[bytes]:
             if flags == 2:
                 reader.uleb()
             if flags in (0, 2):
-                found.append(_expression(reader))
+                offsets.append(_expression(reader))
             reader.skip(reader.uleb())
-    elements = _find(sections, _ELEMENT)
+    elements = find(found, ELEMENT)
     if elements is not None:
         reader = BinaryReader(elements.body)
         for _ in range(reader.uleb()):
@@ -199,41 +191,41 @@ def _offsets(sections: list[_Section]) -> list[bytes]:
             if flags & 2 and not flags & 1:
                 reader.uleb()  # table index
             if not flags & 1:
-                found.append(_expression(reader))
+                offsets.append(_expression(reader))
             if flags & 3:
                 reader.byte()  # element kind or reference type
             for _ in range(reader.uleb()):
                 if flags & 4:
-                    found.append(_expression(reader))
+                    offsets.append(_expression(reader))
                 else:
                     reader.uleb()
-    return found
+    return offsets
 
 
-def _with_initializer(header: bytes, sections: list[_Section], globals_: bytes,
+def _with_initializer(header: bytes, found: list[Section], globals_: bytes,
                       computed: list[_Computed]) -> bytes:
     """The module with the rewritten global section, and INITIALIZER: a new type () -> ()
     and a new function, last in their index spaces (no index before them moves)."""
-    types = _count(_find(sections, _TYPE))
-    functions = _imported(sections)[0] + _count(_find(sections, _FUNCTION))
+    types = _count(find(found, TYPE))
+    functions = _imported(found)[0] + _count(find(found, FUNCTION))
     body = bytearray(b"\0")  # no locals
     for item in computed:
-        body += item.expression + bytes([_GLOBAL_SET]) + _uleb(item.index)
+        body += item.expression + bytes([_GLOBAL_SET]) + uleb(item.index)
     body.append(_END)
     additions = {
-        _TYPE: b"\x60\x00\x00",
-        _FUNCTION: _uleb(types),
-        _EXPORT: _name(INITIALIZER) + bytes([_FUNC_KIND]) + _uleb(functions),
-        _CODE: _uleb(len(body)) + bytes(body),
+        TYPE: b"\x60\x00\x00",
+        FUNCTION: uleb(types),
+        EXPORT: _name(INITIALIZER) + bytes([_FUNC_KIND]) + uleb(functions),
+        CODE: uleb(len(body)) + bytes(body),
     }
     out = bytearray(header)
-    for section in sections:
-        content = globals_ if section.id == _GLOBAL else section.body
+    for section in found:
+        content = globals_ if section.id == GLOBAL else section.body
         if section.id in additions:
-            if section.id == _EXPORT and INITIALIZER.encode() in section.body:
+            if section.id == EXPORT and INITIALIZER.encode() in section.body:
                 raise ExtendedConstantError(f"it already exports {INITIALIZER}")
             content = _appended(content, additions.pop(section.id))
-        out += bytes([section.id]) + _uleb(len(content)) + content
+        out += bytes([section.id]) + uleb(len(content)) + content
     if additions:
         missing = ", ".join(str(section_id) for section_id in additions)
         raise ExtendedConstantError(f"it lacks sections {missing}")
@@ -243,23 +235,13 @@ def _with_initializer(header: bytes, sections: list[_Section], globals_: bytes,
 def _appended(body: bytes, entry: bytes) -> bytes:
     reader = BinaryReader(body)
     count = reader.uleb()
-    return _uleb(count + 1) + body[reader.at:] + entry
+    return uleb(count + 1) + body[reader.at:] + entry
 
 
-def _count(section: _Section | None) -> int:
+def _count(section: Section | None) -> int:
     return 0 if section is None else BinaryReader(section.body).uleb()
 
 
 def _name(text: str) -> bytes:
     data = text.encode()
-    return _uleb(len(data)) + data
-
-
-def _uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    return uleb(len(data)) + data

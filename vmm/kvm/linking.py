@@ -15,7 +15,7 @@ allocators, string encodings other than UTF-8.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmm.component_shell import (
     CORE_FUNC,
@@ -47,9 +47,10 @@ from vmm.core_module import (
     Handler,
     check_capability_import,
 )
-from vmm.errors import TierMismatchError, WorldMismatchError
+from vmm.errors import PluginLoadError, TierMismatchError, WorldMismatchError
 from vmm.events import kinds_of
 from vmm.kvm import wasi_glue
+from vmm.kvm.data_segments import Segment, take_segments
 from vmm.kvm.extended_constants import (
     INITIALIZER,
     ExtendedConstantError,
@@ -58,6 +59,7 @@ from vmm.kvm.extended_constants import (
 from vmm.kvm.wasi_glue import WasiLowering, WasiUnsupported
 from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET, SERVICES
 from vmm.manifest import Manifest
+from vmm.memory_plan import PAGE
 from vmm.wasm_types import (
     ExternSig,
     FuncSig,
@@ -141,6 +143,7 @@ class Linking:
     core: CoreModule  # the contract the host sees
     functions: dict[str, ModuleExport]  # the contract's function names -> where they are
     memory: ModuleExport
+    preload: tuple[Segment, ...] = ()  # the main module's data (vmm/kvm/data_segments.py)
 
 
 def link(manifest: Manifest, wasm: bytes) -> Linking:
@@ -313,7 +316,24 @@ class _Linker:
         wasi = (RANDOM_GET, PROC_EXIT, *SERVICES.values()) if uses_wasi else ()
         contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False,
                               wasi)
-        return Linking(tuple(self.instances), contract, functions, memory)
+        instances, preload = self._preloaded(memory)
+        return Linking(instances, contract, functions, memory, preload)
+
+    def _preloaded(self, memory: ModuleExport
+                   ) -> tuple[tuple[ModuleInstance, ...], tuple[Segment, ...]]:
+        """The instances, the memory's module without its data segments, and those."""
+        main = self.instances[memory.instance]
+        module, segments = take_segments(main.module)
+        assert isinstance(memory.sig, MemorySig)
+        initial = memory.sig.minimum * PAGE
+        for segment in segments:
+            if segment.offset + len(segment.data) > initial:
+                raise PluginLoadError(self.manifest.name, f"cannot be instantiated: a data "
+                                                          f"segment at {segment.offset:#x} "
+                                                          "ends past its initial memory")
+        instances = list(self.instances)
+        instances[memory.instance] = replace(main, module=module)
+        return tuple(instances), segments
 
     def _options(self, options: Options, memories: set[ModuleExport],
                  reallocs: set[ModuleExport]) -> None:

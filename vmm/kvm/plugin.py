@@ -9,11 +9,13 @@ machine whose sandbox failed is destroyed, never reused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from vmm.capabilities import HostEnv
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError, SandboxFault, VmFault
 from vmm.host_abi import CoreHostCall, granted_host_calls
+from vmm.kvm.data_segments import Segment
 from vmm.kvm.glue import HOST_FUNCTION_EXITS, HOST_FUNCTIONS, GuestFunctions, published_globals
 from vmm.kvm.layout import EXIT_HOST_CALL
 from vmm.kvm.machine import Kvm, Machine, VmCrash
@@ -35,7 +37,8 @@ class KvmPlugin(LoadedPlugin):
     tier = "kvm"
 
     def __init__(self, manifest: Manifest, core: CoreModule, image: bytes, env: HostEnv,
-                 kvm: Kvm, watchdog: Watchdog, kind: str = "core module") -> None:
+                 kvm: Kvm, watchdog: Watchdog, kind: str = "core module",
+                 preload: Sequence[Segment] = ()) -> None:
         super().__init__(manifest)
         self.kind = kind
         self.kvm = kvm
@@ -57,7 +60,8 @@ class KvmPlugin(LoadedPlugin):
         self.has_input_area = core.has_input_area
         self.exported_globals = published_globals(core)  # name -> mailbox slot
         self.snapshot = take_snapshot(self.name, kvm, watchdog, image,
-                                      manifest.limits.memory_bytes, self.wasi_calls, env.log)
+                                      manifest.limits.memory_bytes, self.wasi_calls, env.log,
+                                      preload)
         self.working_set = WorkingSet(manifest.limits.memory_bytes)
         self._idle: list[Machine] = []
         self.machines_made = 0

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from vmm.canonical import AbiError
 from vmm.errors import InvalidVerdict, PluginTrap, SandboxFault, VmFault
 from vmm.events import Event, Verdict
+from vmm.fault_notes import PluginStderr
 from vmm.faults import classify
 from vmm.input_area import ArgumentArea
 from vmm.kvm.layout import (
@@ -85,7 +86,8 @@ class KvmSandbox(Sandbox):
         self._host_calls = plugin.host_calls
         self._streams: WasiStreams | None = None
         if plugin.wasi_calls:
-            self._streams = streams = WasiStreams(plugin.log)
+            notes = PluginStderr(plugin.log) if plugin.kind == "component" else None
+            self._streams = streams = WasiStreams(plugin.log, notes)
             self._host_calls = plugin.host_calls | {
                 kind: (function.host_call(lambda: streams), len(function.params))
                 for kind, function in plugin.wasi_calls.items()}
@@ -177,6 +179,11 @@ class KvmSandbox(Sandbox):
         return self._call(_REALLOC, (0, 0, align, size))
 
     def _fault(self, exc: Exception) -> SandboxFault:
+        fault = self._classified(exc)
+        notes = None if self._streams is None else self._streams.notes
+        return fault if notes is None else notes.explained(self.plugin, fault)
+
+    def _classified(self, exc: Exception) -> SandboxFault:
         limits = self._plugin.manifest.limits
         if isinstance(exc, VcpuTimeout):
             return classify(self.plugin, limits, "", interrupted=True, memory_size=0,

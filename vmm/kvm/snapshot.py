@@ -17,12 +17,13 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vmm.canonical import AbiError
 from vmm.capabilities import CapabilityDenied, PluginLog
 from vmm.errors import PluginLoadError
+from vmm.kvm.data_segments import Segment
 from vmm.kvm.layout import (
     ARGS,
     EXIT_HOST_CALL,
@@ -30,6 +31,7 @@ from vmm.kvm.layout import (
     EXIT_TRAP,
     IMAGE,
     INPUT_AREA,
+    LINEAR_BASE,
     MAILBOX,
     MEMORY_LIMIT,
     TRAPS,
@@ -59,15 +61,20 @@ class Snapshot:
 
 
 def take_snapshot(plugin: str, kvm: Kvm, watchdog: Watchdog, image: bytes,
-                  memory_limit: int, wasi: Mapping[int, WasiFunction], log: PluginLog
-                  ) -> Snapshot:
-    """`wasi`: the WASI functions the module imports, by exit; what they write goes to `log`."""
+                  memory_limit: int, wasi: Mapping[int, WasiFunction], log: PluginLog,
+                  preload: Sequence[Segment] = ()) -> Snapshot:
+    """`wasi`: the WASI functions the module imports, by exit; what they write goes to `log`.
+    `preload`: data put in linear memory before the guest runs (vmm/kvm/data_segments.py)."""
+    for segment in preload:
+        if segment.offset + len(segment.data) > memory_limit:
+            raise PluginLoadError(plugin, f"its data at {segment.offset:#x} lies past its "
+                                          f"memory limit ({memory_limit >> 20} MiB)")
     size = slot_size(memory_limit)
     memfd = os.memfd_create(f"hyperfilter-{plugin}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(memfd, size)
-        cpu, input_area = _boot(plugin, kvm, watchdog, memfd, size, image, memory_limit,
-                                _WasiAtBoot(plugin, wasi, log))
+        cpu, input_area = _boot(plugin, kvm, watchdog, memfd, size, image, preload,
+                                memory_limit, _WasiAtBoot(plugin, wasi, log))
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
     except BaseException:
         os.close(memfd)
@@ -106,13 +113,17 @@ def _no_allocation(align: int, size: int) -> int:
 
 
 def _boot(plugin: str, kvm: Kvm, watchdog: Watchdog, memfd: int, size: int, image: bytes,
-          memory_limit: int, wasi: _WasiAtBoot) -> tuple[CpuState, int]:
+          preload: Sequence[Segment], memory_limit: int,
+          wasi: _WasiAtBoot) -> tuple[CpuState, int]:
     machine = Machine(kvm, memfd, size, shared=True)
     try:
         memory = machine.memory
         address, tables = system_tables(size)
         memory[address:address + len(tables)] = tables
         memory[IMAGE:IMAGE + len(image)] = image
+        for segment in preload:
+            start = LINEAR_BASE + segment.offset
+            memory[start:start + len(segment.data)] = segment.data
         _U64.pack_into(memory, MAILBOX + MEMORY_LIMIT, memory_limit)
         machine.load_state(machine.boot_state())
         watchdog.watch(machine, BOOT_SECONDS)

@@ -8,8 +8,7 @@ rate-limited log. WASI clocks and random stay wasmtime's own: CPython calls `was
 every entry into a componentize-py component, and neither reaches outside the sandbox.
 
 A plugin whose SDK catches its errors (plugins/sdk/python) writes a fault note saying why in
-one line to stderr, then the traceback, then exits or traps: the note becomes the fault's
-message, and note and traceback one message in the plugin's log (at its rate: one token).
+one line to stderr, then the traceback, then exits or traps (vmm/fault_notes.py).
 
 A component's verdict is lifted by wasmtime itself, into C values, before the host sees any
 of it: its sizes are checked there (vmm/verdicts.py), before wasmtime-py makes Python objects
@@ -29,12 +28,10 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from vmm.canonical import AbiError, Enum, Result
-from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines, PluginLog
+from vmm.capabilities import CapabilityError, HostEnv, HostFunction, OutputLines
 from vmm.cpu_clock import check_event_budget
 from vmm.errors import (
-    CpuLimitExceeded,
     InvalidVerdict,
-    PluginError,
     SandboxFault,
     WorldMismatchError,
 )
@@ -51,6 +48,7 @@ from vmm.events import (
     Verdict,
     kinds_of,
 )
+from vmm.fault_notes import PluginStderr
 from vmm.faults import classify
 from vmm.grants import grant_for
 from vmm.manifest import Manifest
@@ -74,13 +72,7 @@ from vmm.world import (
 
 WASI_PREFIX = "wasi:"
 UNLINKED_WASI = "wasi:http/"  # the WASI that add_wasip2 does not link
-LOG_INFO, LOG_WARN = 1, 2
-# An SDK's report of the plugin's error (plugins/sdk/python/hyperfilter_errors.py): this, the
-# cause and a newline in one write, then the traceback, then it exits (or traps).
-FAULT_NOTE = b"hyperfilter-fault: "
-MAX_NOTE = 512
-MAX_REPORT = 16 << 10  # bytes of the traceback kept
-LOG_ERROR = 3
+LOG_INFO = 1
 
 
 class ComponentPlugin(WasmtimePlugin):
@@ -270,36 +262,6 @@ def component_verdict(event: Event, value: Any) -> Verdict | None:
     return http_verdict(case, tuple(getattr(value.payload, name) for name in names))
 
 
-class PluginStderr:
-    """A sandbox's WASI stderr: lines into the plugin's log, except an SDK's report of the
-    plugin's error: a fault note (the cause, one line), then what else it writes until it
-    stops (the traceback). Both are kept for the fault, bounded, and the note made one
-    printable line: it is logged as the fault's cause."""
-
-    def __init__(self, log: PluginLog) -> None:
-        self._lines = OutputLines(log, LOG_WARN)
-        self.note: str | None = None
-        self._report = b""
-
-    def begin_event(self) -> None:
-        self.note, self._report = None, b""
-
-    def write(self, data: bytes) -> None:
-        if self.note is not None:
-            self._report += data[:MAX_REPORT - len(self._report)]
-        elif data.startswith(FAULT_NOTE):
-            note, _, self._report = data[len(FAULT_NOTE):MAX_REPORT].partition(b"\n")
-            text = note.decode("utf-8", "replace").strip()[:MAX_NOTE]
-            self.note = text if text.isprintable() else text.encode("unicode_escape").decode()
-        else:
-            self._lines.write(data)
-
-    @property
-    def report(self) -> list[str]:
-        """The lines the SDK wrote after its note."""
-        return self._report.decode("utf-8", "replace").splitlines()
-
-
 class ComponentSandbox(Sandbox):
     def __init__(self, plugin: ComponentPlugin) -> None:
         super().__init__(plugin.name, plugin.verdict_rules)
@@ -335,12 +297,7 @@ class ComponentSandbox(Sandbox):
         except VerdictProblem:
             raise  # Sandbox.deliver reports it
         except wasmtime.WasmtimeError as exc:  # an exit or a trap (JS cannot exit)
-            fault = self._fault(str(exc), None)
-            if self._stderr.note is None or isinstance(fault, CpuLimitExceeded):
-                raise fault from None  # a note does not excuse running out of time
-            note = self._stderr.note
-            self._plugin.log.log(LOG_ERROR, note, *self._stderr.report)  # one message: a token
-            raise PluginError(self.plugin, note) from None
+            raise self._stderr.explained(self.plugin, self._fault(str(exc), None)) from None
         except Exception as exc:  # noqa: BLE001 - a host call's exception, re-raised by wasmtime
             raise self._fault("host call failed", exc) from None
         self._post_return = func  # off the latency path: see Sandbox.settle
