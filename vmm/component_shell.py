@@ -151,15 +151,43 @@ class Shell:
     instances: list[ImportedInstance | InstanceBag] = field(default_factory=list)
     exports: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (sort, index)
 
+    definitions: int = 0  # what reading it has made so far, against MAX_DEFINITIONS
+    _resolved: dict[int, ImportedFunction | Lifted] = field(default_factory=dict)
+
+    def spend(self, count: int) -> None:
+        self.definitions += count
+        if self.definitions > MAX_DEFINITIONS:
+            raise ShellError(f"it has more than {MAX_DEFINITIONS} definitions")
+
     def function(self, index: int) -> ImportedFunction | Lifted:
-        """Component function `index`, through the exports it aliases."""
+        """Component function `index`, through the exports it aliases (each chain followed
+        once: every index on it remembers where it ends; a chain that comes back to where it
+        was is refused)."""
+        path: dict[int, None] = {}  # in order, and quick to look in
         item = _at(self.functions, index, "function")
-        while isinstance(item, InstanceExport):
+        while isinstance(item, InstanceExport) and index not in self._resolved:
+            if index in path:
+                raise ShellError(f"function {index} is an alias of itself")
+            path[index] = None
             sort, index = self.instance_item(item.instance, item.name)
             if sort != FUNC:
                 raise ShellError(f"{item.name!r} is not a function")
             item = _at(self.functions, index, "function")
-        return item
+        found = self._resolved.get(index, item)
+        assert not isinstance(found, InstanceExport)
+        for on_path in path:
+            self._resolved[on_path] = found
+        return found
+
+    def check(self, sort: int, index: int) -> tuple[int, int]:
+        """A (sort, index) an instance names, which must exist (types are not kept)."""
+        if sort == FUNC:
+            _at(self.functions, index, "function")
+        elif sort == INSTANCE:
+            _at(self.instances, index, "instance")
+        elif sort != _TYPE_SORT:
+            raise ShellError(f"an instance of a {_sort_name(sort, None)}")
+        return sort, index
 
     def instance_item(self, instance: int, name: str) -> tuple[int, int]:
         bag = _at(self.instances, instance, "instance")
@@ -187,7 +215,6 @@ def read_shell(wasm: bytes) -> Shell:
 def _read(wasm: bytes) -> Shell:
     shell = Shell()
     reader = BinaryReader(wasm, 8)
-    definitions = 0
     while reader.at < reader.end:
         section_id, size = reader.byte(), reader.uleb()
         section = BinaryReader(wasm, reader.at, reader.at + size)
@@ -205,9 +232,7 @@ def _read(wasm: bytes) -> Shell:
             raise ShellError(f"it has a {_UNREAD.get(section_id, f'section {section_id}')}, "
                              "which no component toolchain's shell has")
         count = section.uleb()
-        definitions += count
-        if definitions > MAX_DEFINITIONS:
-            raise ShellError(f"it has more than {MAX_DEFINITIONS} definitions")
+        shell.spend(count)
         for _ in range(count):
             read(section, shell)
         if section.at != section.end:
@@ -279,7 +304,8 @@ def _instance(section: BinaryReader, shell: Shell) -> None:
         args = {}
         for _ in range(section.uleb()):
             name = section.name()
-            args[name] = _sort_index(section)
+            args[name] = shell.check(*_sort_index(section))
+        shell.spend(len(component.exports))  # each instantiation makes them all again
         items = {}
         for export, imported in component.exports.items():
             if imported not in args or args[imported][0] != FUNC:
@@ -290,8 +316,7 @@ def _instance(section: BinaryReader, shell: Shell) -> None:
     items = {}
     for _ in range(section.uleb()):
         name = _extern_name(section)
-        sort, index = _sort_index(section)
-        items[name] = (sort, index)
+        items[name] = shell.check(*_sort_index(section))
     shell.instances.append(InstanceBag(items))
 
 

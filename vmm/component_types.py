@@ -10,14 +10,10 @@ read; one this module does not know raises ComponentTypesError naming it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-WASM_TOOLS = Path(sys.executable).parent / "wasm-tools"  # the project installs it
-WIT_SECONDS = 30  # printing a component's WIT takes 0.1 s for an 18 MB component
+from vmm.wasm_tools import WasmToolsError, wasm_tools
 
 _PRIMITIVES = {"bool": (1, 1), "u8": (1, 1), "s8": (1, 1), "u16": (2, 2), "s16": (2, 2),
                "u32": (4, 4), "s32": (4, 4), "f32": (4, 4), "char": (4, 4), "u64": (8, 8),
@@ -108,6 +104,43 @@ class WitFunction:
     params: tuple[WitType, ...]
     result: WitType | None
 
+    def lowered(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The core type the canonical ABI lowers it to: parameters past MAX_FLAT_PARAMS in
+        memory (one pointer), a result of more than one value through a return pointer."""
+        params = [t for param in self.params for t in flat(param)]
+        if len(params) > MAX_FLAT_PARAMS:
+            params = ["i32"]
+        results = flat(self.result) if self.result is not None else []
+        if len(results) > MAX_FLAT_RESULTS:
+            params, results = [*params, "i32"], []
+        return tuple(params), tuple(results)
+
+
+MAX_FLAT_PARAMS, MAX_FLAT_RESULTS = 16, 1
+
+
+def flat(t: WitType) -> list[str]:
+    """A value's core values, as the canonical ABI flattens it."""
+    if isinstance(t, Primitive):
+        return [{"u64": "i64", "s64": "i64", "f32": "f32", "f64": "f64"}.get(t.name, "i32")]
+    if isinstance(t, ListOf):
+        return ["i32", "i32"]
+    if isinstance(t, Handle):
+        return ["i32"]
+    if isinstance(t, Record):
+        return [value for _, field, _ in t.fields for value in flat(field)]
+    if isinstance(t, Flags):
+        return ["i32"] * max(1, -(-t.count // 32))
+    assert isinstance(t, Variant)
+    joined: list[str] = []
+    for _, payload in t.cases:
+        for i, value in enumerate(flat(payload) if payload is not None else []):
+            if i == len(joined):
+                joined.append(value)
+            elif joined[i] != value:
+                joined[i] = "i32" if {joined[i], value} == {"i32", "f32"} else "i64"
+    return ["i32", *joined]
+
 
 class ComponentTypes:
     """The functions of a component's imported interfaces, by interface id and name."""
@@ -196,10 +229,6 @@ class ComponentTypes:
 def component_types(wasm: bytes) -> ComponentTypes:
     """The types of component `wasm`'s world, from wasm-tools."""
     try:
-        printed = subprocess.run([WASM_TOOLS, "component", "wit", "--json"], input=wasm,
-                                 capture_output=True, timeout=WIT_SECONDS, check=True)
-        return ComponentTypes(json.loads(printed.stdout))
-    except subprocess.CalledProcessError as exc:
-        raise ComponentTypesError(exc.stderr.decode(errors="replace").strip()) from None
-    except (subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+        return ComponentTypes(json.loads(wasm_tools("component", "wit", "--json", given=wasm)))
+    except (WasmToolsError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ComponentTypesError(str(exc)) from None

@@ -40,7 +40,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,13 +49,13 @@ from vmm.cache import CompileCache
 from vmm.memory_plan import memory_plan
 from vmm.sandbox import Sandbox
 from vmm.wasm_kind import WasmKind, wasm_kind
+from vmm.wasm_tools import WASM_TOOLS
 from vmm.wasmtime.plugin import allowed_memories
 
 COVERAGE_EXPORT = "hyperfilter_coverage"
 # A component's: one a core instance, `-i` and the instance's index (a kebab-case word).
 COMPONENT_EXPORT = "hyperfilter-coverage"
 COUNTERS_MEMORY = f"{COVERAGE_EXPORT}_memory"
-WASM_TOOLS = Path(sys.executable).parent / "wasm-tools"  # the project installs it in the venv
 PAGE = 65536
 MAX_PAGES = 65536  # wasm32's 4 GiB
 # In a counters memory of its own: the (address, length) a string is lifted from, then the

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import (
     WASM_TOOLS,
+    RecordingMetrics,
     as_component,
     component_of,
     kvm_refused_component,
@@ -26,9 +27,10 @@ from vmm.component_shell import (
     read_shell,
 )
 from vmm.errors import TierMismatchError
-from vmm.events import Replace
-from vmm.kvm import KvmBackend
+from vmm.events import FORWARD, Close, Replace
+from vmm.kvm import KvmBackend, image, split_c
 from vmm.kvm.linking import HostImport, ModuleExport, link
+from vmm.loader import load_plugin
 from vmm.manifest import load_manifest
 
 __all__ = ["kvm_only", "load_kvm"]  # fixtures
@@ -83,17 +85,21 @@ def test_a_component_gets_a_fresh_vm_per_stream_from_its_snapshot(
 
 
 def test_a_components_modules_are_compiled_once_each(
-        load_kvm: KvmLoader, kvm_backend: KvmBackend, tmp_path: Path) -> None:
+        tmp_path: Path, metrics: RecordingMetrics) -> None:
     """Each core module is compiled and cached on its own, by content: an image linked again
     (here: its cache entry gone) compiles none of them."""
     component = as_component("tcp-blocker", tmp_path)
-    load_kvm(component)
-    images, modules = kvm_backend.cache, kvm_backend.module_cache
-    for image in images.directory.glob("*.kvm-component-image"):
-        image.unlink()
-    before = modules.hits, modules.misses, images.misses
-    load_kvm(component).new_sandbox().close()
-    after = modules.hits, modules.misses, images.misses
+    backend = KvmBackend(tmp_path / "cache")
+    try:
+        load_plugin(component, backend, metrics)
+        images, modules = backend.cache, backend.module_cache
+        for entry in images.directory.glob("*.kvm-component-image"):
+            entry.unlink()
+        before = modules.hits, modules.misses, images.misses
+        load_plugin(component, backend, metrics).new_sandbox().close()
+        after = modules.hits, modules.misses, images.misses
+    finally:
+        backend.close()
     assert [b - a for a, b in zip(before, after, strict=True)] == [3, 0, 1]  # one link
 
 
@@ -127,3 +133,32 @@ def test_a_string_encoding_other_than_utf8_is_refused(load_kvm: KvmLoader,
 def test_reading_a_shell_stops_at_what_it_does_not_know() -> None:
     with pytest.raises(ShellError, match="cannot be read"):
         read_shell(component_of("tcp-blocker")[:-3])
+
+
+def test_a_module_cut_into_units_decides_as_it_whole(
+        tmp_path: Path, metrics: RecordingMetrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large module's C is compiled in units, on every core (vmm/kvm/split_c.py); here a
+    small one is cut too, and the plugin decides as before."""
+    cut: list[int] = []
+    split = split_c.split
+
+    def counted(source: str, units: int) -> list[str] | None:
+        parts = split(source, units)
+        cut.append(0 if parts is None else len(parts))
+        return parts
+
+    monkeypatch.setattr(image, "CODE_PER_UNIT", 1 << 10)
+    monkeypatch.setattr(image.split_c, "split", counted)
+    backend = KvmBackend(tmp_path / "cache")
+    try:
+        plugin = load_plugin(as_component("tcp-blocker", tmp_path), backend, metrics)
+        sandbox = plugin.new_sandbox()
+        assert sandbox.deliver(data(b"SELECT 1; DROP")) == FORWARD
+        assert sandbox.deliver(data(b" TABLE users")) == Close()
+    finally:
+        backend.close()
+    assert max(cut) > 2  # the C module's own code, in several units
+
+
+def test_output_not_of_wasm2cs_shape_is_not_cut() -> None:
+    assert split_c.split("int main(void) { return 0; }\n", 4) is None

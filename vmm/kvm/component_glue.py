@@ -78,8 +78,6 @@ def generate(linking: Linking, functions: GuestFunctions,
         if instance.initializer is not None:
             lines.append(f"  {mangle(names[number])}{mangle(instance.initializer)}"
                          f"(&instance{number});")
-        if number == linking.memory.instance:
-            lines.append(f"  hf_wasi_memory = {_function(names, linking.memory)});")
     lines += ["}", ""]
     return "\n".join(lines)
 

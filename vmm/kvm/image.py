@@ -18,14 +18,16 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from vmm.cache import CompileCache
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError
-from vmm.kvm import component_glue, glue
+from vmm.kvm import component_glue, glue, split_c
 from vmm.kvm.glue import mangle
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
 from vmm.kvm.linking import Linking
@@ -54,18 +56,30 @@ OPTIMISE = "-O2"
 OPTIMISE_LARGE = "-O0"
 LARGE_CODE_BYTES = 512 << 10
 GCC_SECONDS_PER_CODE_MIB = 150
+# A component's modules are compiled with clang where there is one: at -O0, libpython's 74 MB
+# of C took clang 14 52 s and 1.9 GB, gcc 12 113 s and 3.6 GB (-O1: clang had not finished
+# after 5 minutes). A large module is cut into units of about CODE_PER_UNIT of wasm code each
+# (vmm/kvm/split_c.py), compiled on every core: libpython in 6, 38 s on two cores.
+MODULE_COMPILERS = ("clang", "clang-14")
+CODE_PER_UNIT = 1 << 20
+MAX_UNITS = 8
+# The compilers running at once, over every module being built.
+_COMPILERS = threading.BoundedSemaphore(os.cpu_count() or 1)
 _CODE_SECTION, _DATA_SECTION = 10, 11
 _U64 = struct.Struct("<Q")
 _LINKER_LINE = re.compile(r"(\S*/)?ld(\.\w+)?: ")  # "/usr/bin/ld: ...", "ld.bfd: ..."
 
 
 class Toolchain:
-    """wasm2c and gcc, and the wasm-rt.h that matches this wasm2c."""
+    """wasm2c and gcc, and the wasm-rt.h that matches this wasm2c; the compiler of
+    components' modules (clang where there is one: see MODULE_COMPILERS)."""
 
-    def __init__(self, wasm2c: str, cc: str, runtime_header: Path) -> None:
+    def __init__(self, wasm2c: str, cc: str, runtime_header: Path,
+                 module_cc: str | None = None) -> None:
         self.wasm2c = wasm2c
         self.cc = cc
         self.runtime_header = runtime_header
+        self.module_cc = module_cc or cc
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -84,7 +98,8 @@ class Toolchain:
         interpreter stays compiled when the runtime or the glue changes."""
         digest = hashlib.sha256(self.runtime_header.read_bytes())
         digest.update(repr((COMPILE_FLAGS, WASM2C_FLAGS, OPTIMISE, OPTIMISE_LARGE,
-                            LARGE_CODE_BYTES)).encode())
+                            LARGE_CODE_BYTES, CODE_PER_UNIT)).encode())
+        digest.update(_output(self.module_cc, "--version").encode())
         return f"kvm-module-{self._versions}-{digest.hexdigest()[:16]}"
 
     @functools.cached_property
@@ -102,7 +117,8 @@ def find_toolchain() -> Toolchain | str:
     header = Path(wasm2c).resolve().parent.parent / "include" / "wasm-rt.h"
     if not header.exists():
         return f"wasm-rt.h not found next to {wasm2c} (at {header})"
-    return Toolchain(wasm2c, cc, header)
+    module_cc = next(filter(None, map(shutil.which, MODULE_COMPILERS)), None)
+    return Toolchain(wasm2c, cc, header, module_cc)
 
 
 def _output(*command: str) -> str:
@@ -218,12 +234,33 @@ def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain)
         run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "--no-debug-names",
                                           "-n", name, "module.wasm", "-o", f"{name}.c"], build)
         optimise, seconds = _gcc_plan(module)
-        run_build_step(plugin, "gcc", [
-            toolchain.cc, *COMPILE_FLAGS, optimise, "-c", "-I", str(build),
-            "-I", str(GUEST_SOURCES / "include"), "-o", f"{name}.o", f"{name}.c"],
-            build, seconds)
+        units = min(MAX_UNITS, _section_size(module, _CODE_SECTION) // CODE_PER_UNIT)
+        parts = split_c.split((build / f"{name}.c").read_text(), units) if units > 1 else None
+        sources = [f"{name}.c"]
+        if parts is not None:
+            sources = [f"unit{n}.c" for n in range(len(parts))]
+            for source, part in zip(sources, parts, strict=True):
+                (build / source).write_text(part)
+        compile_c = partial(_compile_unit, plugin, toolchain, build, optimise, seconds)
+        with ThreadPoolExecutor(len(sources)) as pool:
+            objects = list(pool.map(compile_c, sources))
+        if parts is not None:
+            run_build_step(plugin, "ld", ["ld", "-r", "-o", f"{name}.o", *objects], build)
+            run_build_step(plugin, "objcopy", ["objcopy", "--localize-hidden", f"{name}.o"],
+                           build)
         header = (build / f"{name}.h").read_bytes()
         return _U64.pack(len(header)) + header + (build / f"{name}.o").read_bytes()
+
+
+def _compile_unit(plugin: str, toolchain: Toolchain, build: Path, optimise: str,
+                  seconds: float, source: str) -> str:
+    """Compile one C file of a module (waiting for a free core); its object's name."""
+    target = source.removesuffix(".c") + ".o"
+    with _COMPILERS:
+        run_build_step(plugin, Path(toolchain.module_cc).name, [
+            toolchain.module_cc, *COMPILE_FLAGS, optimise, "-w", "-c", "-I", str(build),
+            "-I", str(GUEST_SOURCES / "include"), "-o", target, source], build, seconds)
+    return target
 
 
 def _read_compiled(name: str, blob: bytes) -> CompiledModule:

@@ -47,7 +47,7 @@ from vmm.core_module import (
     Handler,
     check_capability_import,
 )
-from vmm.errors import PluginLoadError, TierMismatchError, WorldMismatchError
+from vmm.errors import NotWasmError, PluginLoadError, TierMismatchError, WorldMismatchError
 from vmm.events import kinds_of
 from vmm.kvm import wasi_glue
 from vmm.kvm.data_segments import Segment, take_segments
@@ -60,6 +60,7 @@ from vmm.kvm.wasi_glue import WasiLowering, WasiUnsupported
 from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET, SERVICES
 from vmm.manifest import Manifest
 from vmm.memory_plan import PAGE
+from vmm.wasm_tools import WasmToolsError, wasm_tools
 from vmm.wasm_types import (
     ExternSig,
     FuncSig,
@@ -117,6 +118,7 @@ class ResourceDrop:
 
 Binding = ModuleExport | HostImport | WasiImport | ResourceDrop
 _DROP = "[resource-drop]"
+_DROP_SIG = FuncSig(("i32",), ())
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,10 @@ class Linking:
 def link(manifest: Manifest, wasm: bytes) -> Linking:
     """The component `wasm` resolved; TierMismatchError naming what the kvm tier does not
     handle, WorldMismatchError (and the grant errors) as for a core module."""
+    try:  # a component no validator accepts is not made runnable by the rewrites below
+        wasm_tools("validate", given=wasm)
+    except WasmToolsError as exc:
+        raise NotWasmError(manifest.name, f"is not a valid component: {exc}") from None
     try:
         return _Linker(manifest, read_shell(wasm), wasm).link()
     except (ShellError, Unsupported, WasmFormatError, ComponentTypesError) as exc:
@@ -165,6 +171,7 @@ class _Linker:
         self.instances: list[ModuleInstance] = []
         self.capabilities: dict[tuple[str, str], CapabilityImport] = {}
         self.lowered_options: list[Options] = []
+        self.found: dict[tuple[int, str], ModuleExport | _Lowering | ResourceOp] = {}
         self.wasm = wasm
         self.types: ComponentTypes | None = None
 
@@ -201,9 +208,14 @@ class _Linker:
         if given is None:
             raise Unsupported(f"module instance {number} is given no {item.module!r}")
         found = self._export_of(given, item.name)
+        if _has_references(item.sig):
+            raise Unsupported(f"module instance {number} imports {item.module}#{item.name} "
+                              "with reference types")
         if isinstance(found, ResourceOp):
             if found.op != "resource.drop" or not item.name.startswith(_DROP):
                 raise Unsupported(f"it uses {found.op} (only WASI's resources are supported)")
+            if item.sig != _DROP_SIG:
+                raise Unsupported(f"it imports {item.module}#{item.name} as {item.sig}")
             return ResourceDrop(item.name.removeprefix(_DROP))
         if isinstance(found, _Lowering) and found.interface.startswith(WASI_PREFIX):
             return self._wasi(found, item)
@@ -227,6 +239,9 @@ class _Linker:
         if function is None:
             raise Unsupported(f"its types do not declare {lowering.interface}#"
                               f"{lowering.function}")
+        if FuncSig(*function.lowered()) != item.sig:
+            raise Unsupported(f"it imports {lowering.interface}#{lowering.function} as "
+                              f"{item.sig}, which is not its type lowered")
         realloc = lowering.options.realloc
         found = WasiImport(lowering.interface, function, item.sig,  # type: ignore[arg-type]
                            None if realloc is None else
@@ -240,8 +255,12 @@ class _Linker:
 
     def _export_of(self, core_instance: int,
                    name: str) -> ModuleExport | _Lowering | ResourceOp:
-        """Follow core instance `core_instance`'s export `name` to where it is defined."""
-        while True:
+        """Follow core instance `core_instance`'s export `name` to where it is defined. Each
+        step goes to an earlier instance, so it ends; each chain is followed once (every pair
+        on it remembers the end), however many imports name it."""
+        path = []
+        while (core_instance, name) not in self.found:
+            path.append((core_instance, name))
             instance = self.shell.core_instances[core_instance]
             if isinstance(instance, Instantiation):
                 number = self.numbers.get(core_instance)
@@ -250,17 +269,22 @@ class _Linker:
                 sig = self.instances[number].types.exports.get(name)
                 if sig is None:
                     raise Unsupported(f"module instance {number} exports no {name!r}")
-                return ModuleExport(number, name, sig)
+                end: ModuleExport | _Lowering | ResourceOp = ModuleExport(number, name, sig)
+                break
             assert isinstance(instance, CoreBag)
             if name not in instance.items:
                 raise Unsupported(f"core instance {core_instance} has no {name!r}")
             sort, index = instance.items[name]
             item = self.shell.core[sort][index]
-            if isinstance(item, ResourceOp):
-                return item
             if not isinstance(item, CoreExport):
-                return self._lowering(item)
+                end = item if isinstance(item, ResourceOp) else self._lowering(item)
+                break
             core_instance, name = item.instance, item.name
+        else:
+            end = self.found[core_instance, name]
+        for pair in path:
+            self.found[pair] = end
+        return end
 
     def _module_export(self, sort: int, index: int, what: str) -> ModuleExport:
         """Core item `index` of `sort`, which must be a module's export."""
@@ -323,6 +347,8 @@ class _Linker:
                    ) -> tuple[tuple[ModuleInstance, ...], tuple[Segment, ...]]:
         """The instances, the memory's module without its data segments, and those."""
         main = self.instances[memory.instance]
+        if any(isinstance(item.sig, MemorySig) for item in main.types.imports):
+            return tuple(self.instances), ()  # it passes on a memory made before it
         module, segments = take_segments(main.module)
         assert isinstance(memory.sig, MemorySig)
         initial = memory.sig.minimum * PAGE
@@ -373,3 +399,10 @@ def _satisfies(given: ExternSig, wanted: ExternSig) -> bool:
                 (wanted.maximum is None or
                  (given.maximum is not None and given.maximum <= wanted.maximum)))
     return given == wanted
+
+
+def _has_references(sig: ExternSig) -> bool:
+    """Whether a value of this type passes funcref or externref, which the glue does not."""
+    if isinstance(sig, FuncSig):
+        return any(t in ("funcref", "externref") for t in (*sig.params, *sig.results))
+    return isinstance(sig, GlobalSig) and sig.valtype in ("funcref", "externref")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from vmm.component_types import (
     Flags,
+    Handle,
     ListOf,
     Primitive,
     Record,
@@ -49,7 +50,6 @@ DECLARATIONS = (
     "void hf_store64(uint32_t ptr, uint64_t value);",
     "uint32_t hf_load32(uint32_t ptr);",
     "__attribute__((noreturn)) void hf_trap(uint32_t code);",
-    "extern wasm_rt_memory_t *hf_wasi_memory;",
     "",
 )
 
@@ -96,7 +96,8 @@ def thunk(name: str, lowering: WasiLowering) -> list[str]:
     retptr = args[-1] if result is not None and not sig.results else None
     call = _Call(lowering, args, retptr)
     interface = lowering.interface.partition("@")[0]
-    answer = _ANSWERS.get((interface, lowering.function.name), _deny)
+    special = _ANSWERS.get((interface, lowering.function.name))
+    answer = _deny if special is None else _checked(call, special)
     resource = _method_of(lowering.function.name)
     if resource is not None and resource not in KINDS:
         body = ["hf_trap(HF_TRAP_HANDLE);  /* no handle of this resource can exist */"]
@@ -113,6 +114,15 @@ def drop_thunk(name: str, resource: str) -> list[str]:
     """`[resource-drop]resource`: the handle must be live and of that resource."""
     return [f"static void {name}(void *unused, u32 a0) {{", "  (void)unused;",
             f"  hf_handle_drop(a0, {KINDS.get(resource, 0)});", "}"]
+
+
+def _checked(call: _Call, special: _Special) -> Answer:
+    """The special's answer, if the function is of the type it answers."""
+    params, _, results = special.core.partition("->")
+    core = FuncSig(tuple(params.split()), tuple(results.split()))
+    if call.lowering.sig != core or not special.result(call.lowering.function.result):
+        raise WasiUnsupported(f"{call.name} is not of WASI's type")
+    return special.answer
 
 
 def _method_of(function: str) -> str | None:
@@ -288,34 +298,83 @@ def _seed(call: _Call) -> list[str]:
             _store(f"{call.retptr} + 8", 8, _host(GUEST_WASI, "random-u64"))]
 
 
+@dataclass(frozen=True)
+class _Special:
+    """An answer of its own, for a function of WASI's type: the core type it is lowered to
+    (parameters, results) and the result type it writes, checked before it is generated."""
+
+    answer: Answer
+    core: str  # "i32 i32 -> i32"
+    result: Callable[[WitType | None], bool] = lambda result: result is None
+
+
+def _is(kind: type, **fields: object) -> Callable[[WitType | None], bool]:
+    return lambda t: isinstance(t, kind) and all(getattr(t, k) == v for k, v in fields.items())
+
+
+def _result_of(ok: Callable[[WitType | None], bool]) -> Callable[[WitType | None], bool]:
+    """result<T, E> whose T passes `ok`."""
+    return lambda t: (isinstance(t, Variant) and [n for n, _ in t.cases] == ["ok", "err"]
+                      and ok(t.cases[0][1]))
+
+
+def _fields(*expected: tuple[str, int]) -> Callable[[WitType | None], bool]:
+    """A record of these primitives at these offsets."""
+    return lambda t: isinstance(t, Record) and [
+        (field.name if isinstance(field, Primitive) else "", offset)
+        for _, field, offset in t.fields] == list(expected)
+
+
+_U64, _BOOL = _is(Primitive, name="u64"), _is(Primitive, name="bool")
+_LIST_OF = {name: _is(ListOf, element=Primitive(size, size, name))
+            for name, size in (("u8", 1), ("u32", 4))}
 _OUTPUT, _INPUT = "[method]output-stream.", "[method]input-stream."
-_ANSWERS: dict[tuple[str, str], Answer] = {
-    ("wasi:io/streams", _OUTPUT + "check-write"): lambda c: _ok(c, str(WRITE_PERMIT)),
-    ("wasi:io/streams", _OUTPUT + "write"): _write,
-    ("wasi:io/streams", _OUTPUT + "blocking-write-and-flush"): _write,
-    ("wasi:io/streams", _OUTPUT + "flush"): _ok,
-    ("wasi:io/streams", _OUTPUT + "blocking-flush"): _ok,
-    ("wasi:io/streams", _OUTPUT + "subscribe"): _new("pollable"),
-    ("wasi:io/streams", _INPUT + "subscribe"): _new("pollable"),
-    ("wasi:io/poll", "[method]pollable.ready"): _constant("1"),
-    ("wasi:io/poll", "[method]pollable.block"): _nothing,
-    ("wasi:io/poll", "poll"): _poll,
-    ("wasi:cli/stdin", "get-stdin"): _new("input-stream", STDIN),
-    ("wasi:cli/stdout", "get-stdout"): _new("output-stream", STDOUT),
-    ("wasi:cli/stderr", "get-stderr"): _new("output-stream", STDERR),
-    ("wasi:cli/exit", "exit"): _exit,
-    ("wasi:cli/exit", "exit-with-code"): _exit,
-    ("wasi:clocks/monotonic-clock", "now"): lambda c: _returning(c, _host(GUEST_WASI,
-                                                                          "clock-now", "1")),
-    ("wasi:clocks/monotonic-clock", "resolution"): _constant("1"),
-    ("wasi:clocks/monotonic-clock", "subscribe-instant"): _new("pollable"),
-    ("wasi:clocks/monotonic-clock", "subscribe-duration"): _new("pollable"),
-    ("wasi:clocks/wall-clock", "now"): _wall_now,
-    ("wasi:clocks/wall-clock", "resolution"): _wall_resolution,
-    ("wasi:random/random", "get-random-bytes"): _random_bytes,
-    ("wasi:random/random", "get-random-u64"): _random_u64,
-    ("wasi:random/insecure", "get-insecure-random-bytes"): _random_bytes,
-    ("wasi:random/insecure", "get-insecure-random-u64"): _random_u64,
-    ("wasi:random/insecure-seed", "insecure-seed"): _seed,
-    ("wasi:sockets/instance-network", "instance-network"): _new("network"),
+_DATETIME = _fields(("u64", 0), ("u32", 8))
+
+
+def _own(resource: str) -> Callable[[WitType | None], bool]:
+    return _is(Handle, own=True, resource=resource)
+
+
+_WRITE = _Special(_write, "i32 i32 i32 i32 ->", _result_of(lambda t: t is None))
+_FLUSH = _Special(_ok, "i32 i32 ->", _result_of(lambda t: t is None))
+_SUBSCRIBE = _Special(_new("pollable"), "i32 -> i32", _own("pollable"))
+_CLOCK_SUBSCRIBE = _Special(_new("pollable"), "i64 -> i32", _own("pollable"))
+_BYTES = _Special(_random_bytes, "i64 i32 ->", _LIST_OF["u8"])
+_U64_NOW = _Special(_random_u64, "-> i64", _U64)
+_ANSWERS: dict[tuple[str, str], _Special] = {
+    ("wasi:io/streams", _OUTPUT + "check-write"): _Special(
+        lambda c: _ok(c, str(WRITE_PERMIT)), "i32 i32 ->", _result_of(_U64)),
+    ("wasi:io/streams", _OUTPUT + "write"): _WRITE,
+    ("wasi:io/streams", _OUTPUT + "blocking-write-and-flush"): _WRITE,
+    ("wasi:io/streams", _OUTPUT + "flush"): _FLUSH,
+    ("wasi:io/streams", _OUTPUT + "blocking-flush"): _FLUSH,
+    ("wasi:io/streams", _OUTPUT + "subscribe"): _SUBSCRIBE,
+    ("wasi:io/streams", _INPUT + "subscribe"): _SUBSCRIBE,
+    ("wasi:io/poll", "[method]pollable.ready"): _Special(_constant("1"), "i32 -> i32", _BOOL),
+    ("wasi:io/poll", "[method]pollable.block"): _Special(_nothing, "i32 ->"),
+    ("wasi:io/poll", "poll"): _Special(_poll, "i32 i32 i32 ->", _LIST_OF["u32"]),
+    ("wasi:cli/stdin", "get-stdin"): _Special(_new("input-stream", STDIN), "-> i32",
+                                              _own("input-stream")),
+    ("wasi:cli/stdout", "get-stdout"): _Special(_new("output-stream", STDOUT), "-> i32",
+                                                _own("output-stream")),
+    ("wasi:cli/stderr", "get-stderr"): _Special(_new("output-stream", STDERR), "-> i32",
+                                                _own("output-stream")),
+    ("wasi:cli/exit", "exit"): _Special(_exit, "i32 ->"),
+    ("wasi:cli/exit", "exit-with-code"): _Special(_exit, "i32 ->"),
+    ("wasi:clocks/monotonic-clock", "now"): _Special(
+        lambda c: _returning(c, _host(GUEST_WASI, "clock-now", "1")), "-> i64", _U64),
+    ("wasi:clocks/monotonic-clock", "resolution"): _Special(_constant("1"), "-> i64", _U64),
+    ("wasi:clocks/monotonic-clock", "subscribe-instant"): _CLOCK_SUBSCRIBE,
+    ("wasi:clocks/monotonic-clock", "subscribe-duration"): _CLOCK_SUBSCRIBE,
+    ("wasi:clocks/wall-clock", "now"): _Special(_wall_now, "i32 ->", _DATETIME),
+    ("wasi:clocks/wall-clock", "resolution"): _Special(_wall_resolution, "i32 ->", _DATETIME),
+    ("wasi:random/random", "get-random-bytes"): _BYTES,
+    ("wasi:random/random", "get-random-u64"): _U64_NOW,
+    ("wasi:random/insecure", "get-insecure-random-bytes"): _BYTES,
+    ("wasi:random/insecure", "get-insecure-random-u64"): _U64_NOW,
+    ("wasi:random/insecure-seed", "insecure-seed"): _Special(
+        _seed, "i32 ->", _fields(("u64", 0), ("u64", 8))),
+    ("wasi:sockets/instance-network", "instance-network"): _Special(
+        _new("network"), "-> i32", _own("network")),
 }

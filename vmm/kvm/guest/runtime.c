@@ -158,11 +158,12 @@ uint32_t wasm_rt_register_func_type(uint32_t params, uint32_t results, ...) {
 /* Linear memory: one per plugin, at HF_LINEAR_BASE, at most memory_limit bytes (set by the
  * host in the mailbox before boot). Pages beyond the current size were never written (the
  * bounds checks stop every access there), so growing needs no clearing. */
-static int memory_allocated;
+wasm_rt_memory_t *hf_memory; /* the one memory, once made: what WASI answers write into */
 
 void wasm_rt_allocate_memory(wasm_rt_memory_t *memory, uint32_t initial_pages,
                              uint32_t max_pages) {
-  if (memory_allocated++) hf_trap(HF_TRAP_MULTI_MEMORY);
+  if (hf_memory) hf_trap(HF_TRAP_MULTI_MEMORY);
+  hf_memory = memory;
   uint64_t limit_pages = mailbox->memory_limit / HF_WASM_PAGE;
   if (initial_pages > limit_pages) hf_trap(HF_TRAP_INITIAL_MEMORY);
   memory->data = (uint8_t *)HF_LINEAR_BASE;

@@ -21,8 +21,8 @@ struct handle {
 };
 static struct handle handles[MAX_HANDLES];
 
-/* The component's linear memory, set by the glue once it is instantiated. */
-wasm_rt_memory_t *hf_wasi_memory;
+/* The component's linear memory (vmm/kvm/guest/runtime.c), none before it is made. */
+extern wasm_rt_memory_t *hf_memory;
 
 uint32_t hf_handle_new(uint32_t kind, uint32_t rep) {
   for (uint32_t i = 1; i < MAX_HANDLES; i++)
@@ -45,8 +45,8 @@ void hf_handle_drop(uint32_t handle, uint32_t kind) {
 }
 
 static uint8_t *at(uint32_t ptr, uint32_t size) {
-  if ((uint64_t)ptr + size > hf_wasi_memory->size) hf_trap(HF_TRAP_OOB);
-  return hf_wasi_memory->data + ptr;
+  if (!hf_memory || (uint64_t)ptr + size > hf_memory->size) hf_trap(HF_TRAP_OOB);
+  return hf_memory->data + ptr;
 }
 
 void hf_store8(uint32_t ptr, uint8_t value) { *at(ptr, 1) = value; }
