@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from sidecar.upstreams import CARD
+from tests.conftest import TIERS
 from tests.integration.harness import (
     HttpReply,
     Stack,
     StackSpec,
     chunked_request,
     http_request,
+    stack_per_tier,
     tcp_exchange,
 )
 
@@ -33,12 +35,10 @@ CHUNK_PAUSE_SECONDS = 0.3
 REDACTOR = "pii-redactor"
 
 
-@pytest.fixture(scope="module")
-def redactor(compile_cache: Path) -> Iterator[Stack]:
-    spec = StackSpec(plugins={REDACTOR: {"path": REDACTOR, "tier": "wasmtime"}},
-                     http={"pii": (REDACTOR, STREAMED)})
-    with Stack(spec, compile_cache) as running:
-        yield running
+@pytest.fixture(scope="module", params=TIERS)
+def redactor(request: pytest.FixtureRequest, compile_cache: Path) -> Iterator[Stack]:
+    spec = StackSpec(plugins={REDACTOR: REDACTOR}, http={"pii": (REDACTOR, STREAMED)})
+    yield from stack_per_tier(spec, request.param, compile_cache)
 
 
 def body_events(stack: Stack, event: str) -> float:
@@ -135,8 +135,9 @@ def test_trailers_while_bytes_are_held_back_refuse_the_request(redactor: Stack) 
 # --- a fresh template -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, compile_cache: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=TIERS)
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             compile_cache: Path) -> Iterator[Stack]:
     """`plugin new x --lang javascript`, `plugin build` and `plugin test` (its own tests), as
     an author runs them; then served."""
     parent = tmp_path_factory.mktemp("js-template")
@@ -147,10 +148,9 @@ def template(tmp_path_factory: pytest.TempPathFactory, compile_cache: Path) -> I
         if "is not installed" in done.stderr:
             pytest.skip(done.stderr.strip())
         assert done.returncode == 0, done.stderr
-    spec = StackSpec(plugins={"x": {"path": str(parent / "x"), "tier": "wasmtime"}},
-                     tcp={"x-tcp": "x"}, http={"x-http": ("x", {})})
-    with Stack(spec, compile_cache) as running:
-        yield running
+    spec = StackSpec(plugins={"x": str(parent / "x")}, tcp={"x-tcp": "x"},
+                     http={"x-http": ("x", {})})
+    yield from stack_per_tier(spec, request.param, compile_cache)
 
 
 def test_the_template_greets_http_requests(template: Stack) -> None:

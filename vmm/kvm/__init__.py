@@ -78,7 +78,7 @@ class KvmBackend(Backend):
                                           GuestFunctions.of(linking.core), self.toolchain,
                                           self.cache, self.module_cache)
             plugin = KvmPlugin(manifest, linking.core, image, env, self.kvm, self.watchdog,
-                               "component", linking.preload)
+                               "component", linking.preload, linking.unprovided)
         else:
             core = check_core_module(manifest, wasm)
             image = build_image(manifest.name, wasm, core, GuestFunctions.of(core),

@@ -168,6 +168,8 @@ def _wasi_bindings(linking: Linking) -> list[WasiImport | ResourceDrop]:
 def _wasi_thunk(binding: WasiImport | ResourceDrop, names: list[str]) -> list[str]:
     if isinstance(binding, ResourceDrop):
         return wasi_glue.drop_thunk(_thunk_name(binding), binding.resource)
+    if binding.unprovided is not None:
+        return wasi_glue.unprovided(_thunk_name(binding), binding.sig, binding.unprovided)
     realloc = None if binding.realloc is None else _function(names, binding.realloc)
     return wasi_glue.thunk(_thunk_name(binding), wasi_glue.WasiLowering(
         binding.interface, binding.function, binding.sig, realloc))

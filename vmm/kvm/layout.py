@@ -79,6 +79,9 @@ TRAPS = {
     21: "more WASI handles live at once than the guest keeps",
 }
 TRAP_OOB = 1
+# From here a trap names a WASI function the guest does not provide, by its index in the
+# plugin's list of them (vmm/kvm/wasi_glue.py).
+TRAP_UNPROVIDED = 0x100
 
 
 def slot_size(memory_limit: int) -> int:

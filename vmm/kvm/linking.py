@@ -56,7 +56,7 @@ from vmm.kvm.extended_constants import (
     ExtendedConstantError,
     compute_at_instantiation,
 )
-from vmm.kvm.wasi_glue import WasiLowering, WasiUnsupported
+from vmm.kvm.wasi_glue import NoAnswer, WasiLowering, WasiUnsupported
 from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET, SERVICES
 from vmm.manifest import Manifest
 from vmm.memory_plan import PAGE
@@ -109,6 +109,7 @@ class WasiImport:
     function: WitFunction
     sig: FuncSig
     realloc: ModuleExport | None
+    unprovided: int | None = None  # without a deny-all answer: its index in `unprovided`
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Linking:
     functions: dict[str, ModuleExport]  # the contract's function names -> where they are
     memory: ModuleExport
     preload: tuple[Segment, ...] = ()  # the main module's data (vmm/kvm/data_segments.py)
+    unprovided: tuple[str, ...] = ()  # WASI functions the guest traps on, by trap index
 
 
 def link(manifest: Manifest, wasm: bytes) -> Linking:
@@ -172,6 +174,7 @@ class _Linker:
         self.capabilities: dict[tuple[str, str], CapabilityImport] = {}
         self.lowered_options: list[Options] = []
         self.found: dict[tuple[int, str], ModuleExport | _Lowering | ResourceOp] = {}
+        self.unprovided: dict[str, int] = {}  # WASI functions calling which traps
         self.wasm = wasm
         self.types: ComponentTypes | None = None
 
@@ -246,9 +249,13 @@ class _Linker:
         found = WasiImport(lowering.interface, function, item.sig,  # type: ignore[arg-type]
                            None if realloc is None else
                            self._module_export(CORE_FUNC, realloc, "a WASI lower's realloc"))
-        try:  # its answer, generated now: what has none is refused before anything compiles
+        try:  # its answer, generated now: what is refused is refused before anything compiles
             wasi_glue.thunk("check", WasiLowering(found.interface, function, found.sig,
                                                   None if realloc is None else "realloc("))
+        except NoAnswer:
+            name = f"{found.interface}#{function.name}"
+            return replace(found, unprovided=self.unprovided.setdefault(
+                name, len(self.unprovided)))
         except WasiUnsupported as exc:
             raise Unsupported(str(exc)) from None
         return found
@@ -341,7 +348,8 @@ class _Linker:
         contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False,
                               wasi)
         instances, preload = self._preloaded(memory)
-        return Linking(instances, contract, functions, memory, preload)
+        return Linking(instances, contract, functions, memory, preload,
+                       tuple(self.unprovided))
 
     def _preloaded(self, memory: ModuleExport
                    ) -> tuple[tuple[ModuleInstance, ...], tuple[Segment, ...]]:

@@ -17,7 +17,7 @@ from vmm.errors import PluginLoadError, SandboxFault, VmFault
 from vmm.host_abi import CoreHostCall, granted_host_calls
 from vmm.kvm.data_segments import Segment
 from vmm.kvm.glue import HOST_FUNCTION_EXITS, HOST_FUNCTIONS, GuestFunctions, published_globals
-from vmm.kvm.layout import EXIT_HOST_CALL
+from vmm.kvm.layout import EXIT_HOST_CALL, TRAP_UNPROVIDED, TRAPS
 from vmm.kvm.machine import Kvm, Machine, VmCrash
 from vmm.kvm.sandbox import KvmSandbox
 from vmm.kvm.snapshot import take_snapshot
@@ -38,9 +38,10 @@ class KvmPlugin(LoadedPlugin):
 
     def __init__(self, manifest: Manifest, core: CoreModule, image: bytes, env: HostEnv,
                  kvm: Kvm, watchdog: Watchdog, kind: str = "core module",
-                 preload: Sequence[Segment] = ()) -> None:
+                 preload: Sequence[Segment] = (), unprovided: Sequence[str] = ()) -> None:
         super().__init__(manifest)
         self.kind = kind
+        self.unprovided = tuple(unprovided)  # WASI functions its guest traps on
         self.kvm = kvm
         self.watchdog = watchdog
         functions = GuestFunctions.of(core)
@@ -70,6 +71,12 @@ class KvmPlugin(LoadedPlugin):
         except SandboxFault as fault:
             self.close()
             raise PluginLoadError(self.name, f"cannot be instantiated: {fault.detail}") from None
+
+    def describe_trap(self, code: int) -> str:
+        unprovided = code - TRAP_UNPROVIDED
+        if 0 <= unprovided < len(self.unprovided):
+            return f"it called {self.unprovided[unprovided]}, which the sandbox does not provide"
+        return TRAPS.get(code, f"trap {code}")
 
     def describe_exit(self, kind: int) -> str:
         number = kind - EXIT_HOST_CALL

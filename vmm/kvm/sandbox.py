@@ -39,7 +39,6 @@ from vmm.kvm.layout import (
     MAX_EXPORTED_GLOBALS,
     RESULT,
     TRAP_OOB,
-    TRAPS,
 )
 from vmm.kvm.machine import Machine, MachineState, VcpuTimeout, VmCrash
 from vmm.kvm.memory import GuestMemory, answer_host_call
@@ -58,8 +57,8 @@ _REALLOC = 0  # every image's function 0
 
 
 class GuestTrap(Exception):
-    def __init__(self, code: int) -> None:
-        super().__init__(TRAPS.get(code, f"trap {code}"))
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
         self.code = code
 
 
@@ -164,7 +163,7 @@ class KvmSandbox(Sandbox):
             if host_call is None:
                 machine.state = MachineState.BROKEN  # it stopped mid-call; never resume it
                 if kind == EXIT_TRAP:
-                    raise GuestTrap(value)
+                    raise GuestTrap(value, self._plugin.describe_trap(value))
                 raise UngrantedHostCall(self._plugin.describe_exit(kind))
             call, count = host_call
             flat = list(_U64S[count].unpack_from(mailbox, MAILBOX + ARGS))

@@ -11,7 +11,8 @@ gets the deny-all answer of its result type: `err` of a result (its error's `acc
 list or string, zero. A method's `self` must be a live handle of its resource: handles of
 resources the guest never makes (descriptors, sockets) cannot exist, so calls on them trap.
 A function whose result has no deny-all answer (one returning a resource the guest does not
-make) is refused at load, naming it.
+make, as wasi:http's constructors do) traps when called, naming it, as the wasmtime tier's
+unlinked WASI does; one not of WASI's type is refused at load.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from vmm.component_types import (
     WitType,
 )
 from vmm.kvm import glue
+from vmm.kvm.layout import TRAP_UNPROVIDED
 from vmm.kvm.wasi_services import MODULE as GUEST_WASI
 from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET
 from vmm.wasi_preview1 import MAX_RANDOM, MAX_WRITE, STDERR, STDIN, STDOUT, WASI_MODULE
@@ -55,7 +57,19 @@ DECLARATIONS = (
 
 
 class WasiUnsupported(Exception):
-    """A WASI function this generator has no answer for."""
+    """A WASI function this generator refuses: its type is not WASI's."""
+
+
+class NoAnswer(WasiUnsupported):
+    """A WASI function without a deny-all answer: calling it traps (`unprovided`)."""
+
+
+def unprovided(name: str, sig: FuncSig, index: int) -> list[str]:
+    """The C function `name` for the `index`th function the guest does not provide: a trap
+    that tells the host which (TRAP_UNPROVIDED + index)."""
+    header = glue.c_function(sig.results, name, sig.params, "void *unused")
+    return [f"static {header} {{", "  (void)unused;",
+            f"  hf_trap({TRAP_UNPROVIDED} + {index});", "}"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +180,7 @@ def _deny_value(call: _Call, result: WitType) -> str:
         return "0"
     if isinstance(result, Variant) and all(p is None for _, p in result.cases):
         return str(_deny_case(call, result))
-    raise WasiUnsupported(f"{call.name}: no deny-all answer for its result")
+    raise NoAnswer(f"{call.name}: no deny-all answer for its result")
 
 
 def _deny_case(call: _Call, variant: Variant) -> int:
@@ -181,7 +195,7 @@ def _deny_case(call: _Call, variant: Variant) -> int:
         if found is not None and found in bare:
             return found
     if not bare:
-        raise WasiUnsupported(f"{call.name}: no case of its error has no payload")
+        raise NoAnswer(f"{call.name}: no case of its error has no payload")
     return bare[0]
 
 
@@ -203,7 +217,7 @@ def _deny_stores(call: _Call, t: WitType, ptr: str) -> list[str]:
         if payload is not None:
             lines += _deny_stores(call, payload, f"{ptr} + {t.payload_offset}")
         return lines
-    raise WasiUnsupported(f"{call.name}: no deny-all answer for its result ({t})")
+    raise NoAnswer(f"{call.name}: no deny-all answer for its result ({t})")
 
 
 def _empty_list(call: _Call, ptr: str, align: int) -> list[str]:
