@@ -66,7 +66,7 @@ class Sidecar:
         self.metrics = Metrics()
         self.tiers = Tiers(config)
         try:
-            self.registry = Registry.load(config, self.tiers.backend_for, self.metrics,
+            self.registry = Registry.load(config, self.tiers.backends_for, self.metrics,
                                           self.state, on_plugin)
         except BaseException:
             self.tiers.close()
@@ -128,10 +128,10 @@ class Sidecar:
         its shared (thread-safe) Engine and releases the GIL while it does; a kvm load runs
         its snapshot VM on the loading thread, which the watchdog tracks per thread."""
         config = read_config()
-        return config, Registry.load(config, self._backend_for_reload, self.metrics,
+        return config, Registry.load(config, self._backends_for_reload, self.metrics,
                                      self.state)
 
-    def _backend_for_reload(self, entry: PluginEntry) -> Backend:
+    def _backends_for_reload(self, entry: PluginEntry) -> list[Backend]:
         """The backends made at start serve reloaded plugins too (open streams still run on
         them); a tier the sidecar did not start with needs a restart."""
         known = self.tiers.backends.keys() | self.tiers.unavailable.keys()
@@ -143,7 +143,7 @@ class Sidecar:
                 raise PluginLoadError(entry.name, f"asks for the {tier} tier, which this "
                                                   "sidecar did not start with; restart it to "
                                                   "add a tier")
-        return self.tiers.backend_for(entry)
+        return self.tiers.backends_for(entry)
 
     async def drain(self) -> None:
         """No new connections or streams; open streams run until they end or `drain-seconds`

@@ -34,8 +34,8 @@ form chains, and what happens when something fails.
     config = { keys = "k-123:alice" }                # overrides the manifest's [config]
     [plugins.guard]
     path = "plugins/examples/tcp-blocker"
-    tier = "kvm"                                     # a micro-VM per stream (default: wasmtime)
-    fallback-tier = "wasmtime"                       # where /dev/kvm is missing; else an error
+    tier = "kvm"                                     # a micro-VM per stream (the default)
+    fallback-tier = "wasmtime"                       # where it cannot run on kvm; else an error
 
     [chains]
     guard = ["tcp-blocker", "auth"]
@@ -155,13 +155,18 @@ class SharedStateConfig:
     timeout_ms: int = 20  # redis: the longest a call waits for the server
 
 
+# A plugin whose entry names no tier runs in a micro-VM where it can, and on wasmtime where
+# this machine (no /dev/kvm, no toolchain) or the plugin (a shape the kvm tier refuses) cannot.
+DEFAULT_TIER, DEFAULT_FALLBACK_TIER = "kvm", "wasmtime"
+
+
 @dataclass(frozen=True)
 class PluginEntry:
     name: str
     path: Path
-    tier: str = "wasmtime"
+    tier: str = DEFAULT_TIER
     failure_policy: FailurePolicy | None = None
-    fallback_tier: str | None = None
+    fallback_tier: str | None = DEFAULT_FALLBACK_TIER
     config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -196,8 +201,10 @@ def _plugin_entry(name: str, value: Any, table: Table, base: Path) -> PluginEntr
     entry = Table(value, table.path(name))
     path = _path(base, entry.get("path", str))
     tiers = {t: t for t in TIERS}
-    tier = entry.get_choice("tier", tiers, "wasmtime")
-    fallback = entry.get_choice("fallback-tier", tiers) if entry.has("fallback-tier") else None
+    tier = entry.get_choice("tier", tiers, DEFAULT_TIER)
+    # a tier named is that tier, with no fallback unless one is named too
+    fallback = (entry.get_choice("fallback-tier", tiers) if entry.has("fallback-tier") else
+                None if entry.has("tier") else DEFAULT_FALLBACK_TIER)
     if fallback == tier:
         raise TableError(f"{entry.path('fallback-tier')}: the same as tier")
     policy = (entry.get_choice("failure-policy", FAILURE_POLICIES)

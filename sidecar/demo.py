@@ -180,8 +180,11 @@ SCENARIOS: list[tuple[str, Callable[[Ports], Awaitable[Outcome]]]] = [
 async def run_demo(console: Console) -> bool:
     config = dataclasses.replace(load_config(DEMO_CONFIG), listen="127.0.0.1:0", metrics=None)
     log = DecisionRecorder()
-    with console.status("loading the example plugins (the first load compiles them)"):
-        sidecar = Sidecar(config, observers=(log,))
+    loading = "loading the example plugins (a first load compiles them: on kvm, the Python " \
+              "interpreter once, a minute or two)"
+    with console.status(loading) as status:
+        sidecar = Sidecar(config, observers=(log,), on_plugin=lambda entry: status.update(
+            f"{loading}: {entry.name}"))
     console.print("plugins: " + ", ".join(f"{plugin.name} ({plugin.kind} on {plugin.tier})"
                                           for plugin in sidecar.registry.plugins))
     echo = EchoServer(replies={b"SECRET?": b"the secret is " + SECRET + b"\n"})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sidecar.config import PluginEntry, SidecarConfig
 from vmm.capabilities import MetricsSink
 from vmm.capabilities.state import StateBackend
+from vmm.errors import TierMismatchError
 from vmm.loader import load_plugin
 from vmm.manifest import FailurePolicy
 from vmm.pool import SandboxPool
 from vmm.sandbox import Backend, LoadedPlugin
+
+log = logging.getLogger(__name__)
 
 CHAIN_METADATA_KEY = "x-hyperfilter-chain"
 SPARE_SANDBOXES = 4  # per plugin: enough for a burst of new streams between two loop turns
@@ -70,16 +74,16 @@ class Registry:
         self._retired = False
 
     @classmethod
-    def load(cls, config: SidecarConfig, backend_for: Callable[[PluginEntry], Backend],
+    def load(cls, config: SidecarConfig, backends_for: Callable[[PluginEntry], list[Backend]],
              metrics: MetricsSink, state: StateBackend,
              on_plugin: Callable[[PluginEntry], None] = lambda entry: None) -> Registry:
-        """Load every plugin; a PluginLoadError stops everything, naming the plugin."""
+        """Load every plugin, on the first of its backends that can run it (the next one is
+        its fallback: said in the log); a PluginLoadError stops everything, naming the
+        plugin."""
         links = {}
         for entry in config.plugins.values():
             on_plugin(entry)
-            plugin = load_plugin(entry.path, backend_for(entry), metrics, name=entry.name,
-                                 config=entry.config, failure_policy=entry.failure_policy,
-                                 state=state)
+            plugin = _load(entry, backends_for(entry), metrics, state)
             policy = plugin.manifest.failure_policy or config.default_failure_policy
             links[entry.name] = ChainLink(plugin, policy, SandboxPool(plugin, SPARE_SANDBOXES))
         chains = {name: Chain(name, (link,)) for name, link in links.items()}
@@ -121,3 +125,20 @@ class Registry:
         if chain is None:
             return Chain(name, (), f"unknown chain {name!r}", self.default_policy)
         return chain
+
+
+def _load(entry: PluginEntry, backends: list[Backend], metrics: MetricsSink,
+          state: StateBackend) -> LoadedPlugin:
+    *first, last = backends
+    for backend in first:
+        try:
+            return _load_on(entry, backend, metrics, state)
+        except TierMismatchError as exc:
+            log.warning("%s; running it on its fallback tier, %s", exc, last.tier)
+    return _load_on(entry, last, metrics, state)
+
+
+def _load_on(entry: PluginEntry, backend: Backend, metrics: MetricsSink,
+             state: StateBackend) -> LoadedPlugin:
+    return load_plugin(entry.path, backend, metrics, name=entry.name, config=entry.config,
+                       failure_policy=entry.failure_policy, state=state)

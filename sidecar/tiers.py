@@ -1,5 +1,6 @@
 """Which isolation tier runs each plugin: the backends the configuration needs, made once, and
-the fallback a plugin entry allows when its tier cannot run on this machine."""
+the fallback a plugin entry allows when its tier cannot run on this machine, or cannot run the
+plugin (sidecar/registry.py tries them in order)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,15 @@ class Tiers:
             except TierUnavailableError as exc:
                 self.unavailable[tier] = exc
 
-    def backend_for(self, entry: PluginEntry) -> Backend:
-        """The backend of the entry's tier, or of its fallback tier (said in the log)."""
+    def backends_for(self, entry: PluginEntry) -> list[Backend]:
+        """The backends to load the entry on, in order: its tier's and its fallback's, or its
+        fallback's alone where its tier cannot run (said in the log)."""
         if entry.tier in self.backends:
-            return self.backends[entry.tier]
+            fallback = self.backends.get(entry.fallback_tier or "")
+            return [self.backends[entry.tier], *([fallback] if fallback else [])]
+        return [self._fallback(entry)]
+
+    def _fallback(self, entry: PluginEntry) -> Backend:
         reason = self.unavailable[entry.tier]
         fallback = entry.fallback_tier
         if fallback is None:

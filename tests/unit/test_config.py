@@ -53,7 +53,9 @@ guard = ["blocker", "auth"]
     auth = config.plugins["auth"]
     assert (auth.path, auth.tier, auth.fallback_tier, auth.failure_policy) == (
         Path("/opt/auth"), "kvm", "wasmtime", FailurePolicy.FAIL_CLOSED)
-    assert config.plugins["blocker"].fallback_tier is None
+    # no tier named: kvm, and wasmtime where kvm cannot run it
+    blocker = config.plugins["blocker"]
+    assert (blocker.tier, blocker.fallback_tier) == ("kvm", "wasmtime")
     assert auth.config == {"keys": "a:b", "strict": "true"}
     assert config.chains == {"guard": ("blocker", "auth")}
 
@@ -65,7 +67,7 @@ guard = ["blocker", "auth"]
     ('default-chain = "zz"\n[plugins]\na = "a"\n', "default-chain: unknown chain or plugin"),
     ('[plugins.a]\npath = "a"\ntier = "qemu"\n', "plugins.a.tier: 'qemu' is not one of"),
     ('[plugins.a]\npath = "a"\nweight = 3\n', "plugins.a.weight: unknown field"),
-    ('[plugins.a]\npath = "a"\nfallback-tier = "wasmtime"\n', "fallback-tier: the same as tier"),
+    ('[plugins.a]\npath = "a"\nfallback-tier = "kvm"\n', "fallback-tier: the same as tier"),
     ('lisen = "x"\n[plugins]\na = "a"\n', "lisen: unknown field"),
 ])
 def test_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:

@@ -11,7 +11,10 @@ import pytest
 
 from sidecar import tiers
 from sidecar.config import PluginEntry, SidecarConfig
+from sidecar.registry import Registry
 from sidecar.tiers import Tiers
+from tests.conftest import RecordingMetrics, kvm_refused_component, skip_unless_tier_runs
+from vmm.capabilities.state.memory import MemoryBackend
 from vmm.errors import PluginLoadError, TierUnavailableError
 from vmm.wasmtime import WasmtimeBackend
 
@@ -37,7 +40,8 @@ def test_an_unavailable_tier_falls_back_when_the_entry_allows_it(
     chosen = Tiers(settings)
     try:
         with caplog.at_level(logging.WARNING):
-            assert chosen.backend_for(settings.plugins["guard"]).tier == "wasmtime"
+            assert [b.tier for b in chosen.backends_for(settings.plugins["guard"])] == [
+                "wasmtime"]
         assert "plugin guard: the kvm tier cannot run here: /dev/kvm" in caplog.text
         assert "running it on its fallback tier, wasmtime" in caplog.text
     finally:
@@ -46,19 +50,39 @@ def test_an_unavailable_tier_falls_back_when_the_entry_allows_it(
 
 @pytest.mark.usefixtures("without_kvm")
 def test_an_unavailable_tier_without_fallback_stops_the_load(tmp_path: Path) -> None:
-    settings = config(tmp_path, tier="kvm")
+    settings = config(tmp_path, tier="kvm", fallback_tier=None)
     chosen = Tiers(settings)
     try:
         with pytest.raises(PluginLoadError, match=r"asks for the kvm tier, but the kvm tier "
                                                   r"cannot run here: /dev/kvm .*fallback-tier"):
-            chosen.backend_for(settings.plugins["guard"])
+            chosen.backends_for(settings.plugins["guard"])
     finally:
         chosen.close()
 
 
 def test_only_the_tiers_in_use_are_started(tmp_path: Path) -> None:
-    chosen = Tiers(config(tmp_path))
+    chosen = Tiers(config(tmp_path, tier="wasmtime", fallback_tier=None))
     try:
         assert list(chosen.backends) == ["wasmtime"] and not chosen.unavailable
+    finally:
+        chosen.close()
+
+
+def test_a_plugin_the_kvm_tier_refuses_runs_on_its_fallback_saying_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The default entry (kvm, falling back to wasmtime): a component the kvm tier cannot run
+    is loaded on wasmtime, and the log says why."""
+    skip_unless_tier_runs("kvm")
+    settings = SidecarConfig(plugins={"guard": PluginEntry(
+        "guard", kvm_refused_component(tmp_path))}, cache_dir=tmp_path / "cache")
+    chosen = Tiers(settings)
+    try:
+        with caplog.at_level(logging.WARNING):
+            registry = Registry.load(settings, chosen.backends_for, RecordingMetrics(),
+                                     MemoryBackend())
+        assert registry.chains["guard"].links[0].plugin.tier == "wasmtime"
+        assert "string encoding utf16" in caplog.text
+        assert "running it on its fallback tier, wasmtime" in caplog.text
+        registry.close()
     finally:
         chosen.close()
