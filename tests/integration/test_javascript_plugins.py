@@ -24,6 +24,7 @@ from tests.integration.harness import (
     stack_per_tier,
     tcp_exchange,
 )
+from tests.vmm.test_javascript_components import KVM_HEAVY
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +136,7 @@ def test_trailers_while_bytes_are_held_back_refuse_the_request(redactor: Stack) 
 # --- a fresh template -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=TIERS)
+@pytest.fixture(scope="module", params=["wasmtime", KVM_HEAVY])
 def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              compile_cache: Path) -> Iterator[Stack]:
     """`plugin new x --lang javascript`, `plugin build` and `plugin test` (its own tests), as

@@ -15,7 +15,7 @@ from sidecar.plugin.build import build_plugin
 from sidecar.plugin.languages import javascript
 from sidecar.plugin.toolchain import BuildError, ToolchainMissing
 from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
-from tests.conftest import Loader
+from tests.conftest import Loader, skip_unless_tier_runs
 from vmm.errors import PluginError, PluginTrap
 from vmm.events import (
     Answer,
@@ -37,6 +37,18 @@ events = ["tcp.data"]
 memory-mb = 32
 cpu-ms = 200
 """
+
+
+# On kvm each JavaScript plugin compiles componentize-js's engine (its code differs in each,
+# a minute of clang): the default suite runs one JavaScript plugin there (pii-redactor,
+# tests/integration/test_javascript_plugins.py), these under `-m heavy`.
+KVM_HEAVY = pytest.param("kvm", marks=pytest.mark.heavy)
+
+
+@pytest.fixture(params=["wasmtime", KVM_HEAVY])
+def tier(request: pytest.FixtureRequest) -> str:
+    skip_unless_tier_runs(request.param)
+    return str(request.param)
 
 
 def js_plugin(parent: Path, name: str, app: str, manifest: str = MANIFEST) -> Path:
