@@ -21,6 +21,7 @@ from sidecar.metrics import FLUSH_SECONDS
 from sidecar.upstreams import EchoServer
 from tests.conftest import kvm_refused_component, plugin_dir, skip_unless_tier_runs
 from tests.integration.harness import LoopThread, tcp_exchange
+from vmm import kvm
 
 pytestmark = pytest.mark.integration
 HYPERFILTER = str(Path(sys.executable).parent / "hyperfilter")
@@ -138,8 +139,9 @@ def test_serve_attaches_to_envoy_and_stops_cleanly(tmp_path: Path, tier: str) ->
         port = int(listening.group(1))
         metrics = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", text)
         assert metrics, text
-        assert "plugin blocker 0.1.0: core module on wasmtime; events tcp.data; grants config, " \
-               "log(rate=10), metrics(counters=blocked, gauges=); fail-closed" in text
+        default = "kvm" if kvm.unavailable() is None else "wasmtime"  # it names no tier
+        assert f"plugin blocker 0.1.0: core module on {default}; events tcp.data; grants " \
+               "config, log(rate=10), metrics(counters=blocked, gauges=); fail-closed" in text
         assert f"plugin counter 0.1.0: core module on {tier};" in text
         loop = LoopThread()
         echo = EchoServer()

@@ -31,7 +31,8 @@ Scrape = Callable[[], dict[tuple[str, frozenset[tuple[str, str]]], float]]
 def blocker_config(tmp_path: Path, extra: str = "") -> Path:
     """tcp-blocker as chain `p` (it closes on "DROP TABLE", logging a warning and counting it
     in its `blocked` counter), two workers, one metrics endpoint."""
-    return write_config(tmp_path, f'p = "{plugin_dir("tcp-blocker")}"',
+    return write_config(tmp_path, f'p = {{ path = "{plugin_dir("tcp-blocker")}", '
+                                  'tier = "wasmtime" }',
                         f'listen = "127.0.0.1:0"\nworkers = 2\nmetrics = "127.0.0.1:0"\n{extra}')
 
 

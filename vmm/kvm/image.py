@@ -143,17 +143,23 @@ def _check_data(plugin: str, wasm: bytes) -> None:
 
 
 def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -> bytes:
-    _check_data(plugin, wasm)
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
-        (build / "plugin.wasm").write_bytes(wasm)
+        _translate(plugin, wasm, glue.MODULE_NAME, toolchain, build)
         (build / "glue.c").write_text(glue_source)
-        _write_headers(build, toolchain)
-        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "-n",
-                                          glue.MODULE_NAME, "plugin.wasm", "-o", "plugin.c"],
-                       build)
         optimise, seconds = _gcc_plan(wasm)
-        return _link(plugin, toolchain, build, optimise, seconds, ["plugin.c", "glue.c"])
+        return _link(plugin, toolchain, build, optimise, seconds, [f"{glue.MODULE_NAME}.c",
+                                                                  "glue.c"])
+
+
+def _translate(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Path,
+               *flags: str) -> None:
+    """wasm2c: `wasm` into `build`/NAME.c and NAME.h, the headers they need beside them."""
+    _check_data(plugin, wasm)
+    (build / f"{name}.wasm").write_bytes(wasm)
+    _write_headers(build, toolchain)
+    run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, *flags, "-n", name,
+                                      f"{name}.wasm", "-o", f"{name}.c"], build)
 
 
 def _link(plugin: str, toolchain: Toolchain, build: Path, optimise: str, seconds: float,
@@ -226,13 +232,9 @@ def _compiled_module(plugin: str, module: bytes, toolchain: Toolchain,
 
 
 def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain) -> bytes:
-    _check_data(plugin, module)
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
-        (build / "module.wasm").write_bytes(module)
-        _write_headers(build, toolchain)
-        run_build_step(plugin, "wasm2c", [toolchain.wasm2c, *WASM2C_FLAGS, "--no-debug-names",
-                                          "-n", name, "module.wasm", "-o", f"{name}.c"], build)
+        _translate(plugin, module, name, toolchain, build, "--no-debug-names")
         optimise, seconds = _gcc_plan(module)
         units = min(MAX_UNITS, _section_size(module, _CODE_SECTION) // CODE_PER_UNIT)
         parts = split_c.split((build / f"{name}.c").read_text(), units) if units > 1 else None
