@@ -103,6 +103,19 @@ WASMTIME_COMPONENT_FAULTS = {b"hog": (PluginTrap, "unreachable"),
                              b"badptr": (PluginTrap, "out of bounds of memory")}
 
 
+def test_a_python_interpreters_memory_is_its_sandboxes_own(load: Loader) -> None:
+    """What one stream leaves in a Python component's memory (a module global), no other
+    stream's sandbox sees, on either tier (on kvm: the VM reset to the snapshot taken after
+    the interpreter was instantiated)."""
+    plugin = load("py-faulty")
+    first, second = plugin.new_sandbox(), plugin.new_sandbox()
+    assert first.deliver(data(b"mark secret")) == FORWARD
+    assert first.deliver(data(b"marks")) == Replace(b"secret")
+    assert second.deliver(data(b"marks")) == Replace(b"none")
+    first.close()
+    assert plugin.new_sandbox().deliver(data(b"marks")) == Replace(b"none")
+
+
 @pytest.mark.parametrize(("trigger", "fault", "detail"), [
     (b"trap", PluginTrap, "unreachable"),
     (b"loop", CpuLimitExceeded, "more than 20 ms"),

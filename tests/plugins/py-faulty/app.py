@@ -1,10 +1,15 @@
 """Fails as the request's x-bug header (HTTP) or the bytes' first word (TCP) say; otherwise
-marks the request (x-python: ok) or forwards the bytes."""
+marks the request (x-python: ok) or forwards the bytes. `mark WORD` keeps WORD in the
+interpreter's memory and `marks` answers what it holds: what one stream leaves there, no other
+stream's sandbox may see."""
 
 from hyperfilter import HttpFilter as HttpBase
 from hyperfilter import TcpFilter as TcpBase
 from hyperfilter import forward, forward_http, header, replace
 from wit_world.imports import types
+
+
+MARKS = []
 
 
 def port_of(text):
@@ -36,4 +41,8 @@ class TcpFilter(TcpBase):
             return None
         if data.startswith(b"str"):
             return replace(data.decode().upper())  # helper: TCP str
+        if data.startswith(b"mark "):
+            MARKS.append(data[5:])
+        if data == b"marks":
+            return replace(b",".join(MARKS) or b"none")
         return forward()
