@@ -56,10 +56,12 @@ OPTIMISE = "-O2"
 OPTIMISE_LARGE = "-O0"
 LARGE_CODE_BYTES = 512 << 10
 GCC_SECONDS_PER_CODE_MIB = 150
-# A component's modules are compiled with clang where there is one: at -O0, libpython's 74 MB
+# Modules' C is compiled with clang where there is one: at -O0, libpython's 74 MB
 # of C took clang 14 52 s and 1.9 GB, gcc 12 113 s and 3.6 GB (-O1: clang had not finished
 # after 5 minutes). A large module is cut into units of about CODE_PER_UNIT of wasm code each
-# (vmm/kvm/split_c.py), compiled on every core: libpython in 6, 38 s on two cores.
+# (vmm/kvm/split_c.py), compiled on every core: libpython in 6, 38 s on two cores. A Go module
+# (1.9 MiB of code and Go's data) takes clang 13 s whole, 15 s in three units: its data is the
+# first unit's.
 MODULE_COMPILERS = ("clang", "clang-14")
 CODE_PER_UNIT = 1 << 20
 MAX_UNITS = 8
@@ -71,8 +73,8 @@ _LINKER_LINE = re.compile(r"(\S*/)?ld(\.\w+)?: ")  # "/usr/bin/ld: ...", "ld.bfd
 
 
 class Toolchain:
-    """wasm2c and gcc, and the wasm-rt.h that matches this wasm2c; the compiler of
-    components' modules (clang where there is one: see MODULE_COMPILERS)."""
+    """wasm2c and gcc, and the wasm-rt.h that matches this wasm2c; the compiler of modules'
+    C (clang where there is one: see MODULE_COMPILERS)."""
 
     def __init__(self, wasm2c: str, cc: str, runtime_header: Path,
                  module_cc: str | None = None) -> None:
@@ -83,8 +85,9 @@ class Toolchain:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """What an image depends on besides the plugin: tool versions and the guest sources."""
-        digest = hashlib.sha256(guest_header().encode())
+        """What an image depends on besides the plugin: tool versions and the guest sources,
+        and how modules are compiled."""
+        digest = hashlib.sha256(guest_header().encode() + self.module_fingerprint.encode())
         for path in sorted(GUEST_SOURCES.rglob("*")):
             if path.is_file():
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -146,10 +149,10 @@ def _compile(plugin: str, wasm: bytes, glue_source: str, toolchain: Toolchain) -
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
         _translate(plugin, wasm, glue.MODULE_NAME, toolchain, build)
+        _object(plugin, wasm, glue.MODULE_NAME, toolchain, build)
         (build / "glue.c").write_text(glue_source)
-        optimise, seconds = _gcc_plan(wasm)
-        return _link(plugin, toolchain, build, optimise, seconds, [f"{glue.MODULE_NAME}.c",
-                                                                  "glue.c"])
+        return _link(plugin, toolchain, build, OPTIMISE, BUILD_STEP_SECONDS,
+                     [f"{glue.MODULE_NAME}.o", "glue.c"])
 
 
 def _translate(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Path,
@@ -235,23 +238,27 @@ def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain)
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
         _translate(plugin, module, name, toolchain, build, "--no-debug-names")
-        optimise, seconds = _gcc_plan(module)
-        units = min(MAX_UNITS, _section_size(module, _CODE_SECTION) // CODE_PER_UNIT)
-        parts = split_c.split((build / f"{name}.c").read_text(), units) if units > 1 else None
-        sources = [f"{name}.c"]
-        if parts is not None:
-            sources = [f"unit{n}.c" for n in range(len(parts))]
-            for source, part in zip(sources, parts, strict=True):
-                (build / source).write_text(part)
-        compile_c = partial(_compile_unit, plugin, toolchain, build, optimise, seconds)
-        with ThreadPoolExecutor(len(sources)) as pool:
-            objects = list(pool.map(compile_c, sources))
-        if parts is not None:
-            run_build_step(plugin, "ld", ["ld", "-r", "-o", f"{name}.o", *objects], build)
-            run_build_step(plugin, "objcopy", ["objcopy", "--localize-hidden", f"{name}.o"],
-                           build)
+        _object(plugin, module, name, toolchain, build)
         header = (build / f"{name}.h").read_bytes()
         return _U64.pack(len(header)) + header + (build / f"{name}.o").read_bytes()
+
+
+def _object(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Path) -> None:
+    """NAME.c (wasm2c's, for `wasm`) into NAME.o: a large module in units, on every core."""
+    optimise, seconds = _gcc_plan(wasm)
+    units = min(MAX_UNITS, _section_size(wasm, _CODE_SECTION) // CODE_PER_UNIT)
+    parts = split_c.split((build / f"{name}.c").read_text(), units) if units > 1 else None
+    sources = [f"{name}.c"]
+    if parts is not None:
+        sources = [f"unit{n}.c" for n in range(len(parts))]
+        for source, part in zip(sources, parts, strict=True):
+            (build / source).write_text(part)
+    compile_c = partial(_compile_unit, plugin, toolchain, build, optimise, seconds)
+    with ThreadPoolExecutor(len(sources)) as pool:
+        objects = list(pool.map(compile_c, sources))
+    if parts is not None:
+        run_build_step(plugin, "ld", ["ld", "-r", "-o", f"{name}.o", *objects], build)
+        run_build_step(plugin, "objcopy", ["objcopy", "--localize-hidden", f"{name}.o"], build)
 
 
 def _compile_unit(plugin: str, toolchain: Toolchain, build: Path, optimise: str,

@@ -8,7 +8,6 @@ from hyperfilter import TcpFilter as TcpBase
 from hyperfilter import forward, forward_http, header, replace
 from wit_world.imports import types
 
-
 MARKS = []
 
 
