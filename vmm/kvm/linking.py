@@ -19,9 +19,7 @@ from dataclasses import dataclass, replace
 
 from vmm.component_shell import (
     CORE_FUNC,
-    CORE_GLOBAL,
     CORE_MEMORY,
-    CORE_TABLE,
     FUNC,
     INSTANCE,
     CoreBag,
@@ -68,16 +66,12 @@ from vmm.wasm_types import (
     Import,
     MemorySig,
     ModuleTypes,
-    TableSig,
     WasmFormatError,
     read_module_types,
 )
 from vmm.world import EXPORTS
 
 WASI_PREFIX = "wasi:"
-_SIGS: dict[int, type] = {CORE_FUNC: FuncSig, CORE_TABLE: TableSig, CORE_MEMORY: MemorySig,
-                          CORE_GLOBAL: GlobalSig}
-_KIND_OF_SIG: dict[type, int] = {sig: sort for sort, sig in _SIGS.items()}
 
 
 class Unsupported(Exception):
