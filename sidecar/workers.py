@@ -8,11 +8,13 @@ the kernel, which sees only Envoy's few long-lived HTTP/2 connections.) The pare
 one metrics endpoint, every worker's figures summed (sidecar/metrics.py), and supervises: a
 worker that dies is started again on its address. It passes SIGHUP (reload) and SIGTERM
 (drain) on to every worker, and after SIGTERM waits for them to finish their streams,
-restarting none.
+restarting none. A worker whose parent dies (killed, so it cannot pass SIGTERM on) gets
+SIGTERM from the kernel and drains as if told to.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -39,6 +41,7 @@ PASSED_ON = {signal.SIGHUP, signal.SIGTERM}
 DRAIN_MARGIN_SECONDS = 5.0
 STOP_SECONDS = 20.0  # after SIGINT
 RESTART_DELAY_SECONDS = 5.0  # before trying again to start a worker that could not start
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent thread ends
 
 
 def worker_address(address: str, index: int, workers: int) -> str:
@@ -50,8 +53,20 @@ def worker_address(address: str, index: int, workers: int) -> str:
     return f"{host}:{int(port) + index if int(port) else 0}"
 
 
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM to this worker when its parent ends: a supervisor killed outright would
+    otherwise leave its workers serving, and holding their ports, with no one to stop them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # SAFETY: prctl with PR_SET_PDEATHSIG takes one int argument and touches no memory.
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(config_path: Path, listen: str, index: int, level: str, log_format: str,
-            runtime: Runtime, report: Connection) -> None:
+            runtime: Runtime, report: Connection, parent: int) -> None:
+    _end_with_parent(parent)  # while loading, SIGTERM ends the worker; serving, drains it
     early = EarlyReload()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
     log_to_stderr(level, JsonLines(index) if log_format == "json" else worker_text(index))
@@ -103,7 +118,7 @@ class Supervisor:
         worker.process = _spawn.Process(
             target=_worker, name=f"hyperfilter-worker-{worker.index}", daemon=True,
             args=(self._config_path, worker.listen, worker.index, self._level,
-                  self._log_format, self._runtime, send))
+                  self._log_format, self._runtime, send, os.getpid()))
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         try:
             worker.process.start()

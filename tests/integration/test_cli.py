@@ -214,6 +214,36 @@ def test_workers_share_the_streams_and_a_dead_one_comes_back(tmp_path: Path) -> 
             process.kill()
 
 
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'counter = "{plugin_dir("counter")}"', extra="workers = 2")
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([HYPERFILTER, "serve", "--config", str(config), "--listen",
+                                    "127.0.0.1:0"], stderr=log)
+    try:
+        wait_for(log_path, r"give Envoy's cluster every one")
+        pids = [int(pid) for pid in re.findall(r"worker \d \(pid (\d+)\) listening",
+                                               log_path.read_text())]
+        assert len(pids) == 2
+        process.kill()  # SIGKILL: it passes nothing on
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in pids if _running(pid)], log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_the_demo_runs_end_to_end() -> None:
     result = subprocess.run([HYPERFILTER, "demo"], capture_output=True, text=True, timeout=300,
                             check=False, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
