@@ -19,6 +19,7 @@ from tests.conftest import (
     plugin_dir,
 )
 from tests.vmm.test_kvm import KvmLoader, data, kvm_only, load_kvm
+from vmm.cache import CompileCache
 from vmm.component_shell import (
     CORE_FUNC,
     Instantiation,
@@ -158,6 +159,31 @@ def test_a_module_cut_into_units_decides_as_it_whole(
     finally:
         backend.close()
     assert max(cut) > 2  # the C module's own code, in several units
+
+
+def test_a_module_with_other_data_compiles_only_the_unit_holding_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unit's object is kept by its text: the module again with other data in a passive
+    segment (as a JavaScript engine differs once its plugin is edited) compiles the unit
+    holding its data alone, and is byte for byte the module a build from nothing gives."""
+    monkeypatch.setattr(image, "CODE_PER_UNIT", 1 << 7)
+    toolchain = image.find_toolchain()
+    assert isinstance(toolchain, image.Toolchain), toolchain
+    functions = "".join(f"""(func (export "f{n}") (param i32) (result i32)
+        (i32.add (i32.mul (local.get 0) (i32.const {n})) (i32.load (i32.const {4 * n}))))"""
+                        for n in range(40))
+
+    def compiled(text: bytes, cache: str) -> tuple[image.CompiledModule, int]:
+        module = parse(f'(module (memory 1) {functions} (data "{text.decode()}"))')
+        shared = CompileCache(tmp_path / cache, toolchain.module_fingerprint)
+        return (image._compiled_module("units", module, toolchain, shared),
+                len(list(shared.directory.glob("*.kvm-unit"))))
+
+    first, units = compiled(b"closing the connection", "shared")
+    edited, more = compiled(b"closing the CONNECTION", "shared")
+    alone, _ = compiled(b"closing the CONNECTION", "alone")
+    assert units > 2 and more == units + 1
+    assert edited == alone and edited.object != first.object
 
 
 def test_output_not_of_wasm2cs_shape_is_not_cut() -> None:

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +66,11 @@ GCC_SECONDS_PER_CODE_MIB = 150
 MODULE_COMPILERS = ("clang", "clang-14")
 CODE_PER_UNIT = 1 << 20
 MAX_UNITS = 8
+# A component's modules are translated under this one name and renamed once compiled, so that
+# two modules differing in a few places have the same C elsewhere, and a unit compiled once
+# serves both: a JavaScript plugin edited differs in its engine's data alone, and its next
+# build compiles the unit holding the data, not the engine's 60 MB of code.
+TRANSLATION_NAME = "hfmodule"
 # The compilers running at once, over every module being built.
 _COMPILERS = threading.BoundedSemaphore(os.cpu_count() or 1)
 _CODE_SECTION, _DATA_SECTION = 10, 11
@@ -229,22 +235,48 @@ def _compiled_module(plugin: str, module: bytes, toolchain: Toolchain,
                      cache: CompileCache) -> CompiledModule:
     name = component_glue.c_name(module)
     return cache.load_or_compile(
-        module, "kvm-module", lambda: _compile_module(plugin, module, name, toolchain),
+        module, "kvm-module", lambda: _compile_module(plugin, module, name, toolchain, cache),
         lambda path: _read_compiled(name, path.read_bytes()),
         f"a {len(module) >> 10:,} KiB core module of {plugin} for the kvm tier")
 
 
-def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain) -> bytes:
+def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain,
+                    cache: CompileCache) -> bytes:
+    """The module's header and object, its symbols named `name` (see TRANSLATION_NAME)."""
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
-        _translate(plugin, module, name, toolchain, build, "--no-debug-names")
-        _object(plugin, module, name, toolchain, build)
-        header = (build / f"{name}.h").read_bytes()
-        return _U64.pack(len(header)) + header + (build / f"{name}.o").read_bytes()
+        _translate(plugin, module, TRANSLATION_NAME, toolchain, build, "--no-debug-names")
+        header = (build / f"{TRANSLATION_NAME}.h").read_text()
+        if f"\nstruct {mangle(TRANSLATION_NAME)}_instance_t;" in header:  # an import's
+            raise PluginLoadError(plugin, f"cannot be built for the kvm tier: a module imports "
+                                          f"from one named {TRANSLATION_NAME!r}, the name its "
+                                          f"translation takes")
+        _object(plugin, module, TRANSLATION_NAME, toolchain, build, cache)
+        obj = _renamed(plugin, build, f"{TRANSLATION_NAME}.o", name)
+        renamed = _TRANSLATED_SYMBOL.sub(mangle(name), header).replace(
+            _TRANSLATED_GUARD, f"{name.upper()}_H_GENERATED_").encode()
+        return _U64.pack(len(renamed)) + renamed + obj
 
 
-def _object(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Path) -> None:
-    """NAME.c (wasm2c's, for `wasm`) into NAME.o: a large module in units, on every core."""
+_TRANSLATED_SYMBOL = re.compile(rf"\b{mangle(TRANSLATION_NAME)}(?=[_Z])")
+_TRANSLATED_GUARD = f"{TRANSLATION_NAME.upper()}_H_GENERATED_"  # wasm2c's include guard
+
+
+def _renamed(plugin: str, build: Path, obj: str, name: str) -> bytes:
+    """The object's global symbols, named for TRANSLATION_NAME, renamed for `name`."""
+    listing = subprocess.run(["nm", "-g", "--defined-only", "--format=posix", obj], cwd=build,
+                             capture_output=True, text=True, check=True).stdout
+    symbols = [line.split()[0] for line in listing.splitlines() if line.strip()]
+    (build / "renames").write_text("".join(
+        f"{symbol} {_TRANSLATED_SYMBOL.sub(mangle(name), symbol)}\n" for symbol in symbols))
+    run_build_step(plugin, "objcopy", ["objcopy", "--redefine-syms=renames", obj], build)
+    return (build / obj).read_bytes()
+
+
+def _object(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Path,
+            unit_cache: CompileCache | None = None) -> None:
+    """NAME.c (wasm2c's, for `wasm`) into NAME.o: a large module in units, on every core,
+    each unit's object kept in `unit_cache` by its text (and the header it includes)."""
     optimise, seconds = _gcc_plan(wasm)
     units = min(MAX_UNITS, _section_size(wasm, _CODE_SECTION) // CODE_PER_UNIT)
     parts = split_c.split((build / f"{name}.c").read_text(), units) if units > 1 else None
@@ -254,6 +286,9 @@ def _object(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Pa
         for source, part in zip(sources, parts, strict=True):
             (build / source).write_text(part)
     compile_c = partial(_compile_unit, plugin, toolchain, build, optimise, seconds)
+    if parts is not None and unit_cache is not None:
+        header = (build / f"{name}.h").read_bytes()
+        compile_c = partial(_cached_unit, unit_cache, build, header, compile_c)
     with ThreadPoolExecutor(len(sources)) as pool:
         objects = list(pool.map(compile_c, sources))
     if parts is not None:
@@ -270,6 +305,33 @@ def _compile_unit(plugin: str, toolchain: Toolchain, build: Path, optimise: str,
             toolchain.module_cc, *COMPILE_FLAGS, optimise, "-w", "-c", "-I", str(build),
             "-I", str(GUEST_SOURCES / "include"), "-o", target, source], build, seconds)
     return target
+
+
+def _cached_unit(units: CompileCache, build: Path, header: bytes,
+                 compile_c: Callable[[str], str], source: str) -> str:
+    """`compile_c(source)` in `build`, or its object from `units`; the object's name."""
+    target = source.removesuffix(".c") + ".o"
+
+    def compiled() -> bytes:
+        return (build / compile_c(source)).read_bytes()
+
+    text = (build / source).read_bytes()
+    obj = units.load_or_compile(text + b"\0" + _header_seen_by(text, header), "kvm-unit",
+                                compiled, Path.read_bytes, f"a unit of C ({source})")
+    (build / target).write_bytes(obj)
+    return target
+
+
+def _header_seen_by(unit: bytes, header: bytes) -> bytes:
+    """The header as far as it can change `unit`'s object: wasm2c's names the unit does not
+    use made one placeholder. A unit cannot refer to a declaration but by its name, and the
+    declarations' types and order (the instance's layout) stay. So a unit that calls none of
+    the imports two plugins differ in (a JavaScript engine's bindings) is compiled once."""
+    used = set(_WASM2C_NAME.findall(unit))
+    return _WASM2C_NAME.sub(lambda name: name[0] if name[0] in used else b"Z_", header)
+
+
+_WASM2C_NAME = re.compile(rb"\bZ_\w+")
 
 
 def _read_compiled(name: str, blob: bytes) -> CompiledModule:
