@@ -1,12 +1,13 @@
 """The C that instantiates a component's core modules inside the guest, as its shell says
 (vmm/kvm/linking.py), and joins them to the guest runtime, generated per plugin.
 
-wasm2c names an import by its module and field name alone (`Z_envZ_memory`), while in a
-component the same names mean different things to different modules: each module's libc
-`env` is its own instance. So each import is a function of its module's import instance, a
-struct the glue fills for each importing module with what the shell binds: a module's export
-(a function and its instance, or a memory, table or global), or a capability lowered, which
-is an exit to the host as in a core module's glue. The host then calls the world's
+In a component the same import names mean different things to different modules (each
+module's libc `env` is its own instance), and wasm2c names an import by its module and field
+alone. So each module is compiled with its imports renamed by position, as imports of its
+own (`imports_of`, vmm/kvm/image.py): import N is a function of the module's import struct,
+which the glue fills with what the shell binds: a module's export (a function and its
+instance, or a memory, table or global), or a capability lowered, which is an exit to the
+host as in a core module's glue. The host then calls the world's
 exports, the realloc and the post-returns by number, as for a core module.
 
 The modules are instantiated in the shell's order, each after the ones it imports from.
@@ -26,6 +27,11 @@ from vmm.kvm import glue, wasi_glue
 from vmm.kvm.glue import GuestFunctions, mangle
 from vmm.kvm.linking import Binding, HostImport, Linking, ModuleExport, ResourceDrop, WasiImport
 from vmm.wasm_types import ExternSig, FuncSig, GlobalSig, MemorySig, TableSig
+
+
+def imports_of(name: str) -> str:
+    """The import module the module compiled as `name` imports everything from."""
+    return f"{name}_imports"
 
 
 def c_name(module: bytes) -> str:
@@ -49,13 +55,14 @@ def generate(linking: Linking, functions: GuestFunctions,
              *(f'#include "{name}.h"' for name in names), *glue.PRELUDE,
              *wasi_glue.DECLARATIONS]
     lines += [f"static {mangle(name)}_instance_t instance{i};" for i, name in enumerate(names)]
-    fields = _fields(linking)
-    for module, members in fields.items():
-        lines += [f"struct {mangle(module)}_instance_t {{",
-                  f"  struct {mangle(module)}_instance_t *self;",
-                  *(f"  {_member(sig, f'f{n}')};" for n, (_, sig) in enumerate(members)), "};"]
-        lines += [_accessor(module, field, sig, f"f{n}")
-                  for n, (field, sig) in enumerate(members)]
+    for instance, name in zip(linking.instances, names, strict=True):
+        if instance.bindings:
+            struct = mangle(imports_of(name))
+            lines += [f"struct {struct}_instance_t {{", f"  struct {struct}_instance_t *self;",
+                      *(f"  {_member(item.sig, f'f{n}')};"
+                        for n, (item, _) in enumerate(instance.bindings)), "};"]
+            lines += [_accessor(imports_of(name), n, item.sig)
+                      for n, (item, _) in enumerate(instance.bindings)]
     lines += [line for binding in _host_imports(linking) for line in _host_thunk(binding)]
     lines += [line for binding in _wasi_bindings(linking)
               for line in _wasi_thunk(binding, names)]
@@ -64,56 +71,30 @@ def generate(linking: Linking, functions: GuestFunctions,
                                   for name in functions.names]),
               "void hf_instantiate(void) {"]
     for instance, param in zip(linking.instances, params, strict=True):
-        number = instance.number
-        for module in dict.fromkeys(item.module for item, _ in instance.bindings):
-            struct = f"i{number}_{mangle(module)}"
-            lines += [f"  static struct {mangle(module)}_instance_t {struct};",
-                      f"  {struct}.self = &{struct};"]
-        for item, binding in instance.bindings:
-            member = f"i{number}_{mangle(item.module)}.f{_index(fields, item.module, item.name)}"
-            lines += [f"  {line}" for line in _bind(member, item.sig, binding, names)]
-        arguments = "".join(f", &i{number}_{module}" for module in param.modules)
-        lines += [f"  {mangle(names[number])}_init_module();",
-                  f"  {mangle(names[number])}_instantiate(&instance{number}{arguments});"]
+        number, name = instance.number, mangle(names[instance.number])
+        if instance.bindings:
+            struct = mangle(imports_of(names[number]))
+            lines += [f"  static struct {struct}_instance_t imports{number};",
+                      f"  imports{number}.self = &imports{number};"]
+        for n, (item, binding) in enumerate(instance.bindings):
+            lines += [f"  {line}" for line in _bind(f"imports{number}.f{n}", item.sig, binding,
+                                                    names)]
+        arguments = f", &imports{number}" if param.modules else ""
+        lines += [f"  {name}_init_module();",
+                  f"  {name}_instantiate(&instance{number}{arguments});"]
         if instance.initializer is not None:
-            lines.append(f"  {mangle(names[number])}{mangle(instance.initializer)}"
-                         f"(&instance{number});")
+            lines.append(f"  {name}{mangle(instance.initializer)}(&instance{number});")
     lines += ["}", ""]
     return "\n".join(lines)
 
 
-def _fields(linking: Linking) -> dict[str, list[tuple[str, ExternSig]]]:
-    """Per import module name, the fields any module imports from it, with their types.
-    A field imported with two types would need two C functions of one name: refused by
-    check_fields."""
-    fields: dict[str, dict[str, ExternSig]] = {}
-    for instance in linking.instances:
-        for item, _ in instance.bindings:
-            fields.setdefault(item.module, {}).setdefault(item.name, item.sig)
-    return {module: list(members.items()) for module, members in fields.items()}
-
-
 def check_fields(linking: Linking) -> str | None:
     """Why the glue cannot be generated, or None."""
-    seen: dict[tuple[str, str], ExternSig] = {}
     for instance in linking.instances:
         for item, _ in instance.bindings:
-            first = seen.setdefault((item.module, item.name), item.sig)
-            if _c_kind(first) != _c_kind(item.sig):
-                return (f"two of its modules import {item.module}#{item.name} with different "
-                        f"types ({first}, {item.sig})")
             if isinstance(item.sig, FuncSig) and len(item.sig.results) > 1:
                 return f"it imports {item.module}#{item.name}, with more than one result"
     return None
-
-
-def _c_kind(sig: ExternSig) -> str:
-    """What C sees of a type: memories of any size are one kind."""
-    return "memory" if isinstance(sig, MemorySig) else repr(sig)
-
-
-def _index(fields: dict[str, list[tuple[str, ExternSig]]], module: str, name: str) -> int:
-    return [field for field, _ in fields[module]].index(name)
 
 
 def _pointer_type(sig: ExternSig) -> str:
@@ -133,8 +114,10 @@ def _member(sig: ExternSig, name: str) -> str:
     return f"{_pointer_type(sig)} {name}"
 
 
-def _accessor(module: str, field: str, sig: ExternSig, member: str) -> str:
-    symbol, first = f"{mangle(module)}{mangle(field)}", f"struct {mangle(module)}_instance_t *i"
+def _accessor(module: str, number: int, sig: ExternSig) -> str:
+    """The function wasm2c's C calls for import `number` of `module`."""
+    symbol = f"{mangle(module)}{mangle(str(number))}"
+    first, member = f"struct {mangle(module)}_instance_t *i", f"f{number}"
     if isinstance(sig, FuncSig):
         args = "".join(f", a{n}" for n in range(len(sig.params)))
         call = f"i->self->{member}(i->self->{member}_instance{args})"

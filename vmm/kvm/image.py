@@ -29,9 +29,11 @@ from vmm.cache import CompileCache
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError
 from vmm.kvm import component_glue, glue, split_c
+from vmm.kvm.component_glue import imports_of
 from vmm.kvm.glue import mangle
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
 from vmm.kvm.linking import Linking
+from vmm.kvm.positional_imports import IMPORTS_NAME, positional
 
 GUEST_SOURCES = Path(__file__).parent / "guest"
 COMPILE_FLAGS = (
@@ -64,8 +66,8 @@ GCC_SECONDS_PER_CODE_MIB = 150
 # (1.9 MiB of code and Go's data) takes clang 13 s whole, 15 s in three units: its data is the
 # first unit's.
 MODULE_COMPILERS = ("clang", "clang-14")
-CODE_PER_UNIT = 1 << 20
-MAX_UNITS = 8
+CODE_PER_UNIT = 1 << 19
+MAX_UNITS = 16
 # A component's modules are translated under this one name and renamed once compiled, so that
 # two modules differing in a few places have the same C elsewhere, and a unit compiled once
 # serves both: a JavaScript plugin edited differs in its engine's data alone, and its next
@@ -107,7 +109,8 @@ class Toolchain:
         interpreter stays compiled when the runtime or the glue changes."""
         digest = hashlib.sha256(self.runtime_header.read_bytes())
         digest.update(repr((COMPILE_FLAGS, WASM2C_FLAGS, OPTIMISE, OPTIMISE_LARGE,
-                            LARGE_CODE_BYTES, CODE_PER_UNIT)).encode())
+                            LARGE_CODE_BYTES, CODE_PER_UNIT, TRANSLATION_NAME,
+                            IMPORTS_NAME)).encode())
         digest.update(_output(self.module_cc, "--version").encode())
         return f"kvm-module-{self._versions}-{digest.hexdigest()[:16]}"
 
@@ -242,33 +245,37 @@ def _compiled_module(plugin: str, module: bytes, toolchain: Toolchain,
 
 def _compile_module(plugin: str, module: bytes, name: str, toolchain: Toolchain,
                     cache: CompileCache) -> bytes:
-    """The module's header and object, its symbols named `name` (see TRANSLATION_NAME)."""
+    """The module's header and object, its symbols named `name` and its imports
+    `imports_of(name)`#N (see TRANSLATION_NAME)."""
     with tempfile.TemporaryDirectory(prefix="hyperfilter-kvm-") as tmp:
         build = Path(tmp)
-        _translate(plugin, module, TRANSLATION_NAME, toolchain, build, "--no-debug-names")
-        header = (build / f"{TRANSLATION_NAME}.h").read_text()
-        if f"\nstruct {mangle(TRANSLATION_NAME)}_instance_t;" in header:  # an import's
-            raise PluginLoadError(plugin, f"cannot be built for the kvm tier: a module imports "
-                                          f"from one named {TRANSLATION_NAME!r}, the name its "
-                                          f"translation takes")
-        _object(plugin, module, TRANSLATION_NAME, toolchain, build, cache)
-        obj = _renamed(plugin, build, f"{TRANSLATION_NAME}.o", name)
-        renamed = _TRANSLATED_SYMBOL.sub(mangle(name), header).replace(
+        translated = positional(module)
+        _translate(plugin, translated, TRANSLATION_NAME, toolchain, build, "--no-debug-names")
+        _object(plugin, translated, TRANSLATION_NAME, toolchain, build, cache)
+        rename = _renaming(name)
+        obj = _renamed(plugin, build, f"{TRANSLATION_NAME}.o", rename)
+        header = rename((build / f"{TRANSLATION_NAME}.h").read_text()).replace(
             _TRANSLATED_GUARD, f"{name.upper()}_H_GENERATED_").encode()
-        return _U64.pack(len(renamed)) + renamed + obj
+        return _U64.pack(len(header)) + header + obj
 
 
-_TRANSLATED_SYMBOL = re.compile(rf"\b{mangle(TRANSLATION_NAME)}(?=[_Z])")
+_TRANSLATED_SYMBOL = re.compile(rf"\b({mangle(TRANSLATION_NAME)}|{mangle(IMPORTS_NAME)})(?=[_Z])")
 _TRANSLATED_GUARD = f"{TRANSLATION_NAME.upper()}_H_GENERATED_"  # wasm2c's include guard
 
 
-def _renamed(plugin: str, build: Path, obj: str, name: str) -> bytes:
-    """The object's global symbols, named for TRANSLATION_NAME, renamed for `name`."""
-    listing = subprocess.run(["nm", "-g", "--defined-only", "--format=posix", obj], cwd=build,
+def _renaming(name: str) -> Callable[[str], str]:
+    """Text with the translation's names made the module's own: its symbols `name`'s, its
+    imports `imports_of(name)`'s."""
+    names = {mangle(TRANSLATION_NAME): mangle(name), mangle(IMPORTS_NAME): mangle(imports_of(name))}
+    return partial(_TRANSLATED_SYMBOL.sub, lambda found: names[found[1]])
+
+
+def _renamed(plugin: str, build: Path, obj: str, rename: Callable[[str], str]) -> bytes:
+    """The object with its global symbols, defined or imported, renamed by `rename`."""
+    listing = subprocess.run(["nm", "-g", "--format=posix", obj], cwd=build,
                              capture_output=True, text=True, check=True).stdout
     symbols = [line.split()[0] for line in listing.splitlines() if line.strip()]
-    (build / "renames").write_text("".join(
-        f"{symbol} {_TRANSLATED_SYMBOL.sub(mangle(name), symbol)}\n" for symbol in symbols))
+    (build / "renames").write_text("".join(f"{symbol} {rename(symbol)}\n" for symbol in symbols))
     run_build_step(plugin, "objcopy", ["objcopy", "--redefine-syms=renames", obj], build)
     return (build / obj).read_bytes()
 
@@ -323,15 +330,20 @@ def _cached_unit(units: CompileCache, build: Path, header: bytes,
 
 
 def _header_seen_by(unit: bytes, header: bytes) -> bytes:
-    """The header as far as it can change `unit`'s object: wasm2c's names the unit does not
-    use made one placeholder. A unit cannot refer to a declaration but by its name, and the
-    declarations' types and order (the instance's layout) stay. So a unit that calls none of
-    the imports two plugins differ in (a JavaScript engine's bindings) is compiled once."""
+    """The header as far as it can change `unit`'s object. A unit cannot refer to a
+    declaration but by its name: the prototypes of functions it does not call, and comments,
+    are left out, and other names it does not use made one placeholder, the declarations'
+    types and order (the instance's layout) kept. So a unit calling none of the imports two
+    plugins differ in (a JavaScript engine's bindings) is compiled once."""
     used = set(_WASM2C_NAME.findall(unit))
-    return _WASM2C_NAME.sub(lambda name: name[0] if name[0] in used else b"Z_", header)
+    kept = [line for line in header.split(b"\n") if not line.startswith(b"/*") and not (
+        (prototype := _PROTOTYPE.fullmatch(line)) and prototype[1] not in used)]
+    return _WASM2C_NAME.sub(lambda name: name[0] if name[0] in used else b"Z_",
+                            b"\n".join(kept))
 
 
 _WASM2C_NAME = re.compile(rb"\bZ_\w+")
+_PROTOTYPE = re.compile(rb"[\w* ]+ (Z_\w+)\(.*\);")
 
 
 def _read_compiled(name: str, blob: bytes) -> CompiledModule:
