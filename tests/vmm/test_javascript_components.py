@@ -39,9 +39,10 @@ cpu-ms = 200
 """
 
 
-# On kvm each JavaScript plugin compiles componentize-js's engine (its code differs in each,
-# a minute of clang): the default suite runs one JavaScript plugin there (pii-redactor,
-# tests/integration/test_javascript_plugins.py), these under `-m heavy`.
+# On kvm each JavaScript plugin's first load translates componentize-js's engine again and
+# compiles the unit holding its bindings (about 30 s here): the default suite runs one
+# JavaScript plugin there (pii-redactor, tests/integration/test_javascript_plugins.py),
+# these under `-m heavy`.
 KVM_HEAVY = pytest.param("kvm", marks=pytest.mark.heavy)
 
 
