@@ -161,29 +161,46 @@ def test_a_module_cut_into_units_decides_as_it_whole(
     assert max(cut) > 2  # the C module's own code, in several units
 
 
-def test_a_module_with_other_data_compiles_only_the_unit_holding_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each unit's object is kept by its text: the module again with other data in a passive
-    segment (as a JavaScript engine differs once its plugin is edited) compiles the unit
-    holding its data alone, and is byte for byte the module a build from nothing gives."""
+UNITS_MODULE = """(module (type $i32 (func (param i32))) (type $i64 (func (param i64)))
+    (import "a" "b" (func $f (type $i32))) (import "a" "unused" (func (type $i32)))
+    (func (type $i64)) (memory 1) {functions}
+    (func (export "g") (call $f (i32.const 1))) (data "closing the connection"))"""
+
+
+@pytest.mark.parametrize(("old", "new", "compiled_again"), [
+    # as a JavaScript plugin edited differs: the unit holding the data
+    ("closing the connection", "closing the CONNECTION", 1),
+    # as two JavaScript plugins' engines differ in what they import: none (by position)
+    ('(import "a" "b"', '(import "c" "d"', 0),
+    # in the type of one no unit calls: none
+    ('"unused" (func (type $i32))', '"unused" (func (type $i64))', 0),
+    # and in the bindings calling them: the unit holding the caller
+    ("(call $f (i32.const 1))", "(call $f (i32.const 2))", 1),
+])
+def test_a_module_changed_in_one_place_compiles_only_the_units_it_reaches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str,
+        compiled_again: int) -> None:
+    """Each unit's object is kept by its text: the module again, changed in one place,
+    compiles only the units that place reaches, and is byte for byte the module a build from
+    nothing gives."""
     monkeypatch.setattr(image, "CODE_PER_UNIT", 1 << 7)
     toolchain = image.find_toolchain()
     assert isinstance(toolchain, image.Toolchain), toolchain
-    functions = "".join(f"""(func (export "f{n}") (param i32) (result i32)
-        (i32.add (i32.mul (local.get 0) (i32.const {n})) (i32.load (i32.const {4 * n}))))"""
-                        for n in range(40))
+    text = UNITS_MODULE.format(functions="".join(
+        f"""(func (export "f{n}") (param i32) (result i32)
+            (i32.add (i32.mul (local.get 0) (i32.const {n})) (i32.load (i32.const {4 * n}))))"""
+        for n in range(40)))
 
-    def compiled(text: bytes, cache: str) -> tuple[image.CompiledModule, int]:
-        module = parse(f'(module (memory 1) {functions} (data "{text.decode()}"))')
-        shared = CompileCache(tmp_path / cache, toolchain.module_fingerprint)
-        return (image._compiled_module("units", module, toolchain, shared),
-                len(list(shared.directory.glob("*.kvm-unit"))))
+    def compiled(module: str, cache: str) -> tuple[image.CompiledModule, int]:
+        directory = CompileCache(tmp_path / cache, toolchain.module_fingerprint)
+        return (image._compiled_module("units", parse(module), toolchain, directory),
+                len(list(directory.directory.glob("*.kvm-unit"))))
 
-    first, units = compiled(b"closing the connection", "shared")
-    edited, more = compiled(b"closing the CONNECTION", "shared")
-    alone, _ = compiled(b"closing the CONNECTION", "alone")
-    assert units > 2 and more == units + 1
-    assert edited == alone and edited.object != first.object
+    first, units = compiled(text, "shared")
+    again, more = compiled(text.replace(old, new), "shared")
+    alone, _ = compiled(text.replace(old, new), "alone")
+    assert units > 2 and more == units + compiled_again
+    assert again == alone and again.object != first.object
 
 
 def test_output_not_of_wasm2cs_shape_is_not_cut() -> None:

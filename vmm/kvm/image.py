@@ -295,7 +295,7 @@ def _object(plugin: str, wasm: bytes, name: str, toolchain: Toolchain, build: Pa
     compile_c = partial(_compile_unit, plugin, toolchain, build, optimise, seconds)
     if parts is not None and unit_cache is not None:
         header = (build / f"{name}.h").read_bytes()
-        compile_c = partial(_cached_unit, unit_cache, build, header, compile_c)
+        compile_c = partial(_cached_unit, unit_cache, build, optimise, header, compile_c)
     with ThreadPoolExecutor(len(sources)) as pool:
         objects = list(pool.map(compile_c, sources))
     if parts is not None:
@@ -314,17 +314,19 @@ def _compile_unit(plugin: str, toolchain: Toolchain, build: Path, optimise: str,
     return target
 
 
-def _cached_unit(units: CompileCache, build: Path, header: bytes,
+def _cached_unit(units: CompileCache, build: Path, optimise: str, header: bytes,
                  compile_c: Callable[[str], str], source: str) -> str:
-    """`compile_c(source)` in `build`, or its object from `units`; the object's name."""
+    """`compile_c(source)` in `build`, or its object from `units`, kept by the source, the
+    optimisation and the header; the object's name."""
     target = source.removesuffix(".c") + ".o"
 
     def compiled() -> bytes:
         return (build / compile_c(source)).read_bytes()
 
     text = (build / source).read_bytes()
-    obj = units.load_or_compile(text + b"\0" + _header_seen_by(text, header), "kvm-unit",
-                                compiled, Path.read_bytes, f"a unit of C ({source})")
+    key = b"\0".join([optimise.encode(), text, _header_seen_by(text, header)])
+    obj = units.load_or_compile(key, "kvm-unit", compiled, Path.read_bytes,
+                                f"a unit of C ({source})")
     (build / target).write_bytes(obj)
     return target
 
@@ -333,17 +335,24 @@ def _header_seen_by(unit: bytes, header: bytes) -> bytes:
     """The header as far as it can change `unit`'s object. A unit cannot refer to a
     declaration but by its name: the prototypes of functions it does not call, and comments,
     are left out, and other names it does not use made one placeholder, the declarations'
-    types and order (the instance's layout) kept. So a unit calling none of the imports two
-    plugins differ in (a JavaScript engine's bindings) is compiled once."""
+    types and order (the instance's layout) kept, the preprocessor's lines as they are. So a
+    unit calling none of the imports two plugins differ in (a JavaScript engine's bindings)
+    is compiled once."""
     used = set(_WASM2C_NAME.findall(unit))
-    kept = [line for line in header.split(b"\n") if not line.startswith(b"/*") and not (
-        (prototype := _PROTOTYPE.fullmatch(line)) and prototype[1] not in used)]
-    return _WASM2C_NAME.sub(lambda name: name[0] if name[0] in used else b"Z_",
-                            b"\n".join(kept))
+
+    def seen(line: bytes) -> bytes:
+        if line.startswith(b"#"):
+            return line
+        return _WASM2C_NAME.sub(lambda name: name[0] if name[0] in used else b"Z_", line)
+
+    return b"\n".join(seen(line) for line in header.split(b"\n")
+                      if not _COMMENT.fullmatch(line) and not (
+                          (prototype := _PROTOTYPE.fullmatch(line)) and prototype[1] not in used))
 
 
 _WASM2C_NAME = re.compile(rb"\bZ_\w+")
 _PROTOTYPE = re.compile(rb"[\w* ]+ (Z_\w+)\(.*\);")
+_COMMENT = re.compile(rb"/\*.*\*/")
 
 
 def _read_compiled(name: str, blob: bytes) -> CompiledModule:
