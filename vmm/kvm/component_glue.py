@@ -88,7 +88,7 @@ def generate(linking: Linking, functions: GuestFunctions,
     return "\n".join(lines)
 
 
-def check_fields(linking: Linking) -> str | None:
+def check_imports(linking: Linking) -> str | None:
     """Why the glue cannot be generated, or None."""
     for instance in linking.instances:
         for item, _ in instance.bindings:

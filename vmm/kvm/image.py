@@ -195,7 +195,7 @@ def build_component_image(plugin: str, wasm: bytes, linking: Linking,
     """A component's image: each core module compiled on its own (and cached on its own, so
     a module that many plugins share, an interpreter, is compiled once), then linked with
     the glue that instantiates them (vmm/kvm/component_glue.py)."""
-    problem = component_glue.check_fields(linking)
+    problem = component_glue.check_imports(linking)
     if problem:
         raise PluginLoadError(plugin, f"is a component the kvm tier cannot run: {problem}")
 
