@@ -198,13 +198,13 @@ class Hyperfilter(ExtProcContender):
         # The plugin is also a chain of its own name, which bench/attacks.py's streams name.
         plugin = self.plugin or "pass-through"
         chain = f'["{plugin}"]' if self.plugin else "[]"
-        (workdir / "sidecar.toml").write_text(
-            f'cache-dir = "{self.cache}"\nworkers = {self.workers}\n'
-            f'[plugins.{plugin}]\npath = "{ROOT / "plugins" / "examples" / plugin}"\n'
-            f'tier = "{self.tier}"\n' + "".join(n.toml(self.tier) for n in self.neighbours)
-            + f"[chains]\nbench = {chain}\n")
         code = self.code(workdir)
         env = {**os.environ, "PYTHONPATH": str(code)}  # its modules ahead of the installed ones
+        (workdir / "sidecar.toml").write_text(
+            f'cache-dir = "{self.cache}"\nworkers = {self.workers}\n'
+            f'[plugins.{plugin}]\npath = "{code / "plugins" / "examples" / plugin}"\n'
+            f'tier = "{self.tier}"\n' + "".join(n.toml(self.tier) for n in self.neighbours)
+            + f"[chains]\nbench = {chain}\n")
         imported = subprocess.run([sys.executable, "-c", "import sidecar; print(sidecar.__file__)"],
                                   cwd=code, env=env, capture_output=True, text=True,
                                   check=True).stdout.strip()
@@ -273,6 +273,11 @@ class AtCommit(Hyperfilter):
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(source, filter="data")
+        # Its plugin, built by its own tools: the plugin world changes between commits.
+        subprocess.run([str(HYPERFILTER), "plugin", "build",
+                        str(source / "plugins" / "examples" / "pass-through")], cwd=source,
+                       env={**os.environ, "PYTHONPATH": str(source)}, check=True,
+                       capture_output=True)
         return source
 
 

@@ -158,6 +158,7 @@ TIER_TABLES = {  # workload: what a row is, columns (key, heading)
     "python_component": ("tier, plugin (the same on each)", (
         ("first_build_s", "first plugin of the toolchain, s"), ("later_build_s", "a later one, s"),
         ("sandbox_p50_us", "new sandbox p50 µs"), ("sandbox_p99_us", "p99 µs"),
+        ("first_event_p50_us", "its first event p50 µs"),
         ("event_p50_us", "event call p50 µs"), ("event_p99_us", "p99 µs"),
         ("sandboxes", "live"), ("process_KiB", "KiB each, process"),
         ("machine_KiB", "KiB each, machine"))),

@@ -5,6 +5,7 @@ cache and its build, and what it refuses."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from vmm.events import FORWARD, Direction, Replace, TcpData
 from vmm.kvm import KvmBackend
 from vmm.kvm.glue import GuestFunctions
 from vmm.kvm.image import CFLAGS, GUEST_SOURCES, build_image, run_build_step
-from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT
+from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT, PAGE
+from vmm.kvm.machine import MAX_DROPPED_RUNS
+from vmm.kvm.page_runs import pages_of
 from vmm.kvm.plugin import KvmPlugin
 from vmm.kvm.working_set import LEARNING_STREAMS
 from vmm.manifest import load_manifest
@@ -83,7 +86,7 @@ def test_a_fresh_vm_gets_its_working_set_before_the_guest_runs(load_kvm: KvmLoad
     assert plugin.working_set.pages
     fresh = plugin.new_sandbox()
     assert fresh.machine is not None
-    assert plugin.working_set.pages <= fresh.machine.written_pages()
+    assert plugin.working_set.pages <= pages_of(fresh.machine.written_runs())
     assert fresh.deliver(data(b"y")) == Replace(b"1:y")
 
 
@@ -118,8 +121,43 @@ def test_streams_writing_much_memory_do_not_grow_later_vms(load_kvm: KvmLoader) 
     assert plugin.machines_made == made
     for sandbox in idle:
         assert sandbox.machine is not None
-        assert len(sandbox.machine.written_pages()) <= plugin.working_set.max_pages
+        assert len(pages_of(sandbox.machine.written_runs())) <= plugin.working_set.max_pages
         assert sandbox.deliver(data(b"pass")) == FORWARD
+
+
+def snapshot_bytes(plugin: KvmPlugin) -> bytes:
+    return os.pread(plugin.snapshot.memfd, plugin.snapshot.size, 0)
+
+
+@pytest.mark.parametrize("how", ["page scan", "no page scan", "scattered writes"])
+def test_a_reset_vm_holds_the_snapshot_and_only_its_working_set_as_copies(
+        load_kvm: KvmLoader, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """After a stream that wrote pages in and out of the working set (the guest 2 MiB past
+    it; the host, for the scattered case, every other page of the memory's top MiB too), the
+    reset VM's memory is the snapshot's, byte for byte, whichever way it was reset: written
+    pages dropped one by one (the kernel's page scan), or the snapshot mapped again over all
+    of it (no scan, or too many runs to drop)."""
+    plugin = load_kvm("host-loop")
+    if how == "no page scan":
+        monkeypatch.setattr(plugin.kvm, "scans_pages", False)
+    for _ in range(3):
+        stream(plugin, b"pass")
+    assert plugin.working_set.pages
+    sandbox = plugin.new_sandbox()
+    machine = sandbox.machine
+    assert machine is not None
+    assert sandbox.deliver(data(b"write 2")) == FORWARD
+    if how == "scattered writes":
+        top = machine.size - 4 * MAX_DROPPED_RUNS * PAGE
+        for page in range(2 * MAX_DROPPED_RUNS):
+            machine.memory[top + 2 * page * PAGE] ^= 0xFF
+    assert len(pages_of(machine.written_runs())) > 512  # the 2 MiB written
+    sandbox.close()
+    again = plugin.new_sandbox()
+    assert again.machine is machine  # reset, and handed out again
+    assert bytes(machine.memory) == snapshot_bytes(plugin)
+    assert pages_of(machine.written_runs()) == plugin.working_set.pages
+    assert again.deliver(data(b"pass")) == FORWARD
 
 
 def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(

@@ -121,9 +121,25 @@ EXIT_NAMES = {0: "unknown", 1: "exception", 2: "port I/O", 3: "hypercall", 4: "d
 IO_OUT = 1
 
 PROT_READ, PROT_WRITE = 1, 2
-MADV_POPULATE_WRITE = 23  # Linux 5.14
+MADV_DONTNEED = 4  # on a private file mapping: drop the private copies, read the file again
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x1, 0x2, 0x10, 0x20, 0x4000
 _MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class PageRegion(ctypes.Structure):  # struct page_region (linux/fs.h)
+    _fields_ = [("start", c_uint64), ("end", c_uint64), ("categories", c_uint64)]
+
+
+class PageScan(ctypes.Structure):  # struct pm_scan_arg (linux/fs.h)
+    _fields_ = [(name, c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
+
+
+# /proc/self/pagemap's ioctl (Linux 6.7): the address ranges whose pages are in given
+# categories, found by the kernel's page-table walk.
+PAGEMAP_SCAN = (3 << 30) | (ctypes.sizeof(PageScan) << 16) | (ord("f") << 8) | 16
+PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED = 1 << 2, 1 << 3, 1 << 4
 
 
 def ioctl(fd: int, request: int, arg: object = None) -> int:

@@ -7,9 +7,10 @@ Lifecycle (a small state machine, checked on every transition):
                        └──── fault ─────────┴──▶ BROKEN ──destroy()──▶ DESTROYED
 
 A machine's memory is a private copy-on-write mapping of a snapshot (a sealed memfd): pages
-the guest never writes stay shared with the snapshot, and `reset()` drops the written ones by
-mapping the snapshot again at the same address. The boot machine that makes a snapshot maps it
-shared instead, so that what it writes becomes the snapshot.
+the guest never writes stay shared with the snapshot, and `reset()` drops the written ones
+(or, in the plugin's working set, copies the snapshot's bytes back into them). The boot
+machine that makes a snapshot maps it shared instead, so that what it writes becomes the
+snapshot.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ from vmm.kvm.layout import (
     PML4,
     STACK_TOP,
 )
+from vmm.kvm.page_runs import Runs, runs_of, without
 
 _CR0 = 0x80010033  # PE MP ET NE WP PG
 _CR4 = 0x620  # PAE OSFXSR OSXMMEXCPT (SSE, no AVX: the guest never enables XSAVE)
 _EFER = 0xD00  # LME LMA NXE
 _TSS_ADDRESS = 0xFFFBD000  # above any slot; VMX needs it set, the guest never uses it
-_PAGE_PRESENT, _PAGE_FILE = 1 << 63, 1 << 61  # /proc/self/pagemap entry bits
+_PAGE_PRESENT, _PAGE_SWAPPED, _PAGE_FILE = 1 << 63, 1 << 62, 1 << 61  # pagemap entry bits
+SCAN_REGIONS = 256  # runs asked of the kernel's page scan at a time
+# Written runs outside the working set dropped one by one at most; past this (a guest that
+# wrote every other page, say), one mapping of the whole snapshot costs the host less.
+MAX_DROPPED_RUNS = 64
 _EXIT_REASON = struct.Struct("<I")
 _MMIO_EXIT = struct.Struct("<QI4xIB")  # address, first 4 data bytes, length, is_write
 _IO_EXIT = struct.Struct("<BBH")  # direction, size, port
@@ -78,9 +84,25 @@ class Kvm:
         self.run_size = api.ioctl(self.fd, api.GET_VCPU_MMAP_SIZE)
         self.cpuid = api.Cpuid(nent=api.MAX_CPUID_ENTRIES)
         api.ioctl(self.fd, api.GET_SUPPORTED_CPUID, self.cpuid)
+        # This process's page tables, as its VMs' memory is mapped: opened here, in the
+        # process that runs the VMs (a VM, like this file, belongs to one address space).
+        self.pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self.scans_pages = _scans_pages(self.pagemap)
 
     def close(self) -> None:
+        os.close(self.pagemap)
         os.close(self.fd)
+
+
+def _scans_pages(pagemap: int) -> bool:
+    """Whether this kernel has PAGEMAP_SCAN (Linux 6.7), asked with an empty range."""
+    try:
+        api.ioctl(pagemap, api.PAGEMAP_SCAN, api.PageScan(size=ctypes.sizeof(api.PageScan)))
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            return False
+        raise
+    return True
 
 
 @dataclass
@@ -91,8 +113,8 @@ class CpuState:
 
 
 class Machine:
-    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_vcpu", "_vm", "address", "cpu_until",
-                 "memory", "size", "state", "timings")
+    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_snapshot", "_snapshot_view", "_vcpu",
+                 "_vm", "address", "cpu_until", "memory", "size", "state", "timings")
 
     def __init__(self, kvm: Kvm, memfd: int, size: int, *, shared: bool = False) -> None:
         self._kvm = kvm
@@ -104,7 +126,7 @@ class Machine:
         self.state = MachineState.BROKEN  # until every resource below exists
         self.timings: dict[str, float] = {}  # seconds, per step: where making it went
         self._vm = self._vcpu = -1
-        self.address = self._run = 0
+        self.address = self._run = self._snapshot = 0
         clock = time.perf_counter
         t0 = clock()
         try:
@@ -117,6 +139,9 @@ class Machine:
             api.ioctl(self._vm, api.SET_USER_MEMORY_REGION, api.MemoryRegion(
                 slot=0, flags=0, guest_phys_addr=0, memory_size=size,
                 userspace_addr=self.address))
+            # The snapshot as it is, read-only, for `restore` to copy from.
+            self._snapshot = api.mmap(size, api.PROT_READ, api.MAP_SHARED | api.MAP_NORESERVE,
+                                      memfd)
             t2 = clock()
             self._vcpu = api.ioctl(self._vm, api.CREATE_VCPU, 0)
             self._run = api.mmap(kvm.run_size, api.PROT_READ | api.PROT_WRITE, api.MAP_SHARED,
@@ -130,6 +155,8 @@ class Machine:
         self._run_view = memoryview((ctypes.c_char * kvm.run_size).from_address(self._run)).cast(
             "B")
         self.memory = memoryview((ctypes.c_char * size).from_address(self.address)).cast("B")
+        self._snapshot_view = memoryview(
+            (ctypes.c_char * size).from_address(self._snapshot)).cast("B")
 
     # --- CPU state --------------------------------------------------------------------------
 
@@ -231,45 +258,80 @@ class Machine:
 
     # --- reuse and teardown -----------------------------------------------------------------
 
-    def reset(self, state: CpuState) -> None:
-        """Back to the snapshot: its memory mapped again over the old (dropping every page the
-        last guest wrote), its registers and FPU state loaded. The segment registers and
-        control registers are not reloaded: neither the runtime nor wasm2c's code can change
-        them, and a machine that faulted is destroyed, never reset."""
+    def reset(self, state: CpuState, kept: Runs) -> None:
+        """Back to the snapshot, its registers and FPU state loaded. Memory: the `kept` runs
+        (the plugin's working set) are given the snapshot's bytes in place, so that they keep
+        their pages and KVM its mappings of them, and the next guest touches them without a
+        fault; every other page the last guest wrote is dropped (read from the snapshot
+        again). Where the kernel cannot scan for those pages, or they are too scattered, the
+        snapshot is mapped again over all of the memory instead.
+        The segment and control registers are not reloaded: neither the runtime nor wasm2c's
+        code can change them, and a machine that faulted is destroyed, never reset."""
         if self.state is not MachineState.READY:
             raise VmCrash(f"cannot reset a {self.state.value} machine")
         start = time.perf_counter()
         self.complete_exit()
-        api.mmap(self.size, api.PROT_READ | api.PROT_WRITE,
-                 api.MAP_PRIVATE | api.MAP_FIXED | api.MAP_NORESERVE, self._memfd, self.address)
+        dropped = without(self.written_runs(), kept) if self._kvm.scans_pages else None
+        if dropped is None or len(dropped) > MAX_DROPPED_RUNS:
+            api.mmap(self.size, api.PROT_READ | api.PROT_WRITE,
+                     api.MAP_PRIVATE | api.MAP_FIXED | api.MAP_NORESERVE, self._memfd,
+                     self.address)
+        else:
+            for first, count in dropped:
+                api.madvise(self.address + first * PAGE, count * PAGE, api.MADV_DONTNEED)
         self.timings["reset memory"] = time.perf_counter() - start
+        self.restore(kept)
         self.load_state(state, sregs=False)
 
-    def prefault(self, pages: list[tuple[int, int]]) -> None:
-        """Give the guest its own copy of these (first page, count) runs of the snapshot now,
+    def restore(self, runs: Runs) -> None:
+        """Give these runs the snapshot's bytes, copied into private pages of the guest's now,
         in the host, where a page fault is cheap; in the guest each first write is a fault
-        the hypervisor handles (on a shadow-paging KVM, at several times the cost). Mapping
+        the hypervisor handles (on a shadow-paging KVM, at several times the cost). Giving it
         pages it only reads ahead of time was measured to buy nothing."""
         start = time.perf_counter()
-        for first, count in pages:
-            api.madvise(self.address + first * PAGE, count * PAGE, api.MADV_POPULATE_WRITE)
-        self.timings["prefault"] = time.perf_counter() - start
+        memory, snapshot = self.memory, self._snapshot_view
+        for first, count in runs:
+            pages = slice(first * PAGE, (first + count) * PAGE)
+            memory[pages] = snapshot[pages]
+        self.timings["restore"] = time.perf_counter() - start
 
-    def written_pages(self) -> set[int]:
-        """The guest pages that have a private copy (written since the last reset, or
-        prefaulted): /proc/self/pagemap's present pages that are not the snapshot's."""
+    def written_runs(self) -> Runs:
+        """The guest pages that have a private copy (written since the last reset by guest or
+        host, or restored), swapped out or not."""
+        if not self._kvm.scans_pages:
+            return runs_of(self._pagemap_entries())
+        runs: Runs = []
+        regions = (api.PageRegion * SCAN_REGIONS)()
+        start, end = self.address, self.address + self.size
+        while start < end:
+            # Pages not of the file (the snapshot), present or swapped.
+            scan = api.PageScan(
+                size=ctypes.sizeof(api.PageScan), start=start, end=end,
+                vec=ctypes.addressof(regions), vec_len=SCAN_REGIONS,
+                category_inverted=api.PAGE_IS_FILE, category_mask=api.PAGE_IS_FILE,
+                category_anyof_mask=api.PAGE_IS_PRESENT | api.PAGE_IS_SWAPPED)
+            found = api.ioctl(self._kvm.pagemap, api.PAGEMAP_SCAN, scan)
+            runs += [((region.start - self.address) // PAGE, (region.end - region.start) // PAGE)
+                     for region in regions[:found]]
+            if scan.walk_end <= start:
+                raise VmCrash("the kernel's page scan made no progress")
+            start = scan.walk_end
+        return runs
+
+    def _pagemap_entries(self) -> set[int]:
+        """written_runs' pages from /proc/self/pagemap's entries, where the kernel has no scan:
+        about ten times as slow."""
         entries = array.array("Q")
-        with open("/proc/self/pagemap", "rb") as pagemap:
-            pagemap.seek(self.address // PAGE * 8)
-            entries.frombytes(pagemap.read(self.size // PAGE * 8))
+        entries.frombytes(os.pread(self._kvm.pagemap, self.size // PAGE * 8,
+                                   self.address // PAGE * 8))
         return {page for page, entry in enumerate(entries)
-                if entry & _PAGE_PRESENT and not entry & _PAGE_FILE}
+                if entry & (_PAGE_PRESENT | _PAGE_SWAPPED) and not entry & _PAGE_FILE}
 
     def destroy(self) -> None:
         if self.state is MachineState.DESTROYED:
             return
         self.state = MachineState.DESTROYED
-        self.memory = self._run_view = None  # type: ignore[assignment]
+        self.memory = self._run_view = self._snapshot_view = None  # type: ignore[assignment]
         if self._run:
             api.munmap(self._run, self._kvm.run_size)
         if self._vcpu >= 0:
@@ -278,3 +340,5 @@ class Machine:
             os.close(self._vm)  # the kernel frees the VM once its last fd is gone
         if self.address:
             api.munmap(self.address, self.size)
+        if self._snapshot:
+            api.munmap(self._snapshot, self.size)

@@ -95,7 +95,7 @@ class KvmPlugin(LoadedPlugin):
             try:
                 machine = Machine(self.kvm, self.snapshot.memfd, self.snapshot.size)
                 machine.load_state(self.snapshot.cpu)
-                self.working_set.prefault(machine)
+                machine.restore(self.working_set.runs)
             except OSError as exc:
                 raise VmFault(self.name, f"cannot make a VM: {exc}") from None
             self.machines_made += 1
@@ -109,8 +109,7 @@ class KvmPlugin(LoadedPlugin):
         if clean and len(self._idle) < IDLE_MACHINES:
             try:
                 self.working_set.learn_from(machine)
-                machine.reset(self.snapshot.cpu)
-                self.working_set.prefault(machine)
+                machine.reset(self.snapshot.cpu, self.working_set.runs)
                 self._idle.append(machine)
                 return
             except (OSError, VmCrash) as exc:
