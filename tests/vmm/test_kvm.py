@@ -195,6 +195,12 @@ UD2 = b"\x0f\x0b"  # an exception with no handler is a triple fault
     # after a sled, movl %eax, (EXIT_WINDOW + 4): not the address of any exit
     (NOP * 0xFFF0 + b"\x89\x04\x25\x04\x00\xe0\x3f" + UD2,
      "a 4-byte write to 0x3fe00004, neither its memory nor an exit"),
+    # a write to an unused entry of its page directory, or of its GDT, then that exit: the
+    # first faults (supervisor pages), so the exit is never reached
+    (NOP * 0xFFE0 + b"\x89\x04\x25\xf0\x4f\x00\x00\x89\x04\x25\x04\x00\xe0\x3f" + UD2,
+     "shutdown"),
+    (NOP * 0xFFE0 + b"\x89\x04\x25\x40\x10\x00\x00\x89\x04\x25\x04\x00\xe0\x3f" + UD2,
+     "shutdown"),
 ])
 def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: KvmLoader, code: bytes,
                                                   detail: str) -> None:

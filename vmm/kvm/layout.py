@@ -101,7 +101,11 @@ def system_tables(size: int) -> tuple[int, bytes]:
     entries = struct.Struct("<512Q")
     # Accessed and dirty set up front: nothing for the hypervisor to track on first use.
     rw = _PRESENT | _WRITABLE | _USER | _ACCESSED | _DIRTY
-    pt = [0 if address in (0, STACK_GUARD) else address | rw
+    # The GDT and the page tables are the CPU's alone: a guest in user mode that wrote them
+    # (past wasm's checks) could map what it likes, or give itself a gate to CPL 0.
+    system = rw & ~_USER
+    pt = [0 if address in (0, STACK_GUARD) else
+          address | (system if GDT <= address <= PT else rw)
           for address in range(0, LARGE_PAGE, PAGE)]
     pd = [PT | rw] + [address | rw | _LARGE | (_NO_EXECUTE if address >= LINEAR_BASE else 0)
                       for address in range(LARGE_PAGE, size, LARGE_PAGE)]
