@@ -12,8 +12,9 @@ one line to stderr, then the traceback, then exits or traps (vmm/fault_notes.py)
 
 A component's verdict is lifted by wasmtime itself, into C values, before the host sees any
 of it: its sizes are checked there (vmm/verdicts.py), before wasmtime-py makes Python objects
-of it. wasmtime's own copy cannot be bounded from its API: a `list<u8>` takes 32 bytes an
-element there, and entries pointing at the same bytes are each copied.
+of it. wasmtime's own copy is bounded by wasmtime alone, not by the plugin's limits: at most
+128 MiB of its values a call (`HOSTCALL_FUEL_SPENT`), in which a `list<u8>` takes 48 bytes an
+element, and entries pointing at the same bytes are each copied.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from vmm.grants import grant_for
 from vmm.manifest import Manifest
 from vmm.memory_plan import MemoryPlan
 from vmm.sandbox import Sandbox
-from vmm.verdicts import VerdictProblem, check_entries, check_size
+from vmm.verdicts import TooLarge, VerdictProblem, check_entries, check_size
 from vmm.wasmtime.engine import EpochTicker
 from vmm.wasmtime.plugin import WasmtimePlugin
 from vmm.world import (
@@ -219,6 +220,12 @@ def _sum(values: Iterator[tuple[ffi.wasmtime_component_val_t, str]],
     return total_bytes, total_entries
 
 
+# wasmtime's own bound on what it lifts out of a component in one call (its "hostcall fuel",
+# 128 MiB, which its C API cannot change): entries aliasing one buffer each count, so 3,000
+# headers pointing at 1 MiB end here after about 150 MiB, not at 144 GB of values.
+HOSTCALL_FUEL_SPENT = "fuel allocated for hostcalls has been exhausted"
+
+
 def call_checked(func: wc.Func, store: wasmtime.Store, args: list[Any], max_bytes: int) -> Any:
     """`func(store, *args)` as wasmtime-py makes it, except that the result's sizes are
     checked against `max_bytes` (VerdictProblem) before it becomes Python values: converting
@@ -232,10 +239,17 @@ def call_checked(func: wc.Func, store: wasmtime.Store, args: list[Any], max_byte
             lowered += 1
         result_type = func_type.result
         result = ffi.wasmtime_component_val_t()
-        enter_wasm(lambda: ffi.wasmtime_component_func_call(
-            ctypes.byref(func._func), store._context(), params, lowered,
-            ctypes.byref(result) if result_type is not None else None,
-            int(result_type is not None)))
+        try:
+            enter_wasm(lambda: ffi.wasmtime_component_func_call(
+                ctypes.byref(func._func), store._context(), params, lowered,
+                ctypes.byref(result) if result_type is not None else None,
+                int(result_type is not None)))
+        except wasmtime.WasmtimeError as exc:
+            if HOSTCALL_FUEL_SPENT in str(exc):
+                raise TooLarge("it hands out more than wasmtime copies out of a component in "
+                               "one call (128 MiB of wasmtime's values, 48 bytes for each "
+                               "byte of a list<u8>)") from None
+            raise
         if result_type is None:
             return None
         try:
