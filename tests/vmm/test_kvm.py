@@ -30,7 +30,7 @@ from vmm.kvm import KvmBackend
 from vmm.kvm.glue import GuestFunctions
 from vmm.kvm.image import CFLAGS, GUEST_SOURCES, build_image, run_build_step
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT, PAGE
-from vmm.kvm.machine import MAX_DROPPED_RUNS
+from vmm.kvm.machine import MAX_DROPPED_RUNS, Machine
 from vmm.kvm.page_runs import pages_of
 from vmm.kvm.plugin import KvmPlugin
 from vmm.kvm.working_set import LEARNING_STREAMS
@@ -158,6 +158,23 @@ def test_a_reset_vm_holds_the_snapshot_and_only_its_working_set_as_copies(
     assert bytes(machine.memory) == snapshot_bytes(plugin)
     assert pages_of(machine.written_runs()) == plugin.working_set.pages
     assert again.deliver(data(b"pass")) == FORWARD
+
+
+def test_a_forked_process_scans_its_own_pages(load_kvm: KvmLoader) -> None:
+    """A VM made in a child of the process that opened KVM: the pages written in it are found
+    by the child's page scan, not looked for in the parent's address space."""
+    plugin = load_kvm("counter")
+    assert plugin.kvm.pagemap >= 0  # opened by this process
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit code alone
+        found = False
+        with contextlib.suppress(BaseException):
+            machine = Machine(plugin.kvm, plugin.snapshot.memfd, plugin.snapshot.size)
+            machine.memory[LINEAR_BASE] ^= 0xFF
+            found = LINEAR_BASE // PAGE in pages_of(machine.written_runs())
+        os._exit(0 if found else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_guest_asking_for_an_ungranted_host_function_is_stopped(

@@ -84,13 +84,23 @@ class Kvm:
         self.run_size = api.ioctl(self.fd, api.GET_VCPU_MMAP_SIZE)
         self.cpuid = api.Cpuid(nent=api.MAX_CPUID_ENTRIES)
         api.ioctl(self.fd, api.GET_SUPPORTED_CPUID, self.cpuid)
-        # This process's page tables, as its VMs' memory is mapped: opened here, in the
-        # process that runs the VMs (a VM, like this file, belongs to one address space).
-        self.pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self._pagemap, self._pagemap_pid = -1, 0
         self.scans_pages = _scans_pages(self.pagemap)
 
+    @property
+    def pagemap(self) -> int:
+        """/proc/self/pagemap, opened by this process: one opened before a fork would read
+        the parent's page tables, and miss every page a VM of the child's wrote."""
+        if self._pagemap_pid != os.getpid():
+            if self._pagemap >= 0:
+                os.close(self._pagemap)
+            self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+            self._pagemap_pid = os.getpid()
+        return self._pagemap
+
     def close(self) -> None:
-        os.close(self.pagemap)
+        if self._pagemap >= 0:
+            os.close(self._pagemap)
         os.close(self.fd)
 
 
