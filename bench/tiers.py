@@ -23,7 +23,7 @@ from sidecar.metrics import Metrics
 from vmm import kvm
 from vmm.errors import SandboxFault
 from vmm.events import Direction, Event, TcpData
-from vmm.kvm.layout import EXIT_DONE, EXIT_WINDOW, IMAGE, slot_size, system_tables
+from vmm.kvm.layout import EXIT_DONE, EXIT_WINDOW, IMAGE, LARGE_PAGE, slot_size, system_tables
 from vmm.kvm.machine import Kvm, Machine
 from vmm.kvm.sandbox import KvmSandbox
 from vmm.loader import load_plugin
@@ -159,10 +159,10 @@ def vm_exit_round_trips(count: int) -> list[int]:
     os.ftruncate(memfd, size)
     machine = Machine(system, memfd, size, shared=True)
     try:
-        address, tables = system_tables(size)
+        address, tables = system_tables(size, range(IMAGE, LARGE_PAGE))
         machine.memory[address:address + len(tables)] = tables
         machine.memory[IMAGE:IMAGE + len(code)] = code
-        machine.load_state(machine.boot_state())
+        machine.load_state(machine.boot_state(IMAGE))
         machine.cpu_until = math.inf  # no watchdog: `count` bounds the loop
         return timed(machine.run, count)
     finally:

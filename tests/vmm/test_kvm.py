@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -233,6 +234,47 @@ def test_a_guest_crashing_its_vm_is_a_typed_fault(load_kvm: KvmLoader, code: byt
     victim.close()
     assert neighbour.deliver(data(b"x")) == Replace(b"1:x")
     assert plugin.new_sandbox().deliver(data(b"z")) == Replace(b"1:z")
+
+
+WRITE_EAX_TO = b"\x89\x04\x25"  # movl %eax, (disp32)
+BAD_EXIT = WRITE_EAX_TO + b"\x04\x00\xe0\x3f"  # to EXIT_WINDOW + 4: no exit's address
+
+
+def test_a_guest_can_neither_write_its_code_nor_run_its_data(load_kvm: KvmLoader) -> None:
+    """W^X in the guest's page tables: a write to the image's code faults before the exit
+    after it; a jump into the image's data (where that exit is written) faults too. Either
+    would end in the bad exit were the page writable or executable."""
+    plugin = load_kvm("counter")
+    writable = plugin.snapshot.code.stop
+    writes_code = WRITE_EAX_TO + struct.pack("<I", IMAGE) + BAD_EXIT + UD2
+    runs_data = b"\xb8" + struct.pack("<I", writable) + b"\xff\xe0"  # mov $data, %eax; jmp *%rax
+    for code in (writes_code, runs_data):
+        victim = plugin.new_sandbox()
+        assert victim.machine is not None
+        memory = victim.machine.memory
+        memory[writable:writable + len(BAD_EXIT)] = BAD_EXIT
+        sled = NOP * (0x10000 - len(code))
+        memory[IMAGE:IMAGE + 0x10000] = sled + code
+        with pytest.raises(VmFault, match="shutdown"):
+            victim.deliver(data(b"x"))
+        victim.close()
+    assert plugin.new_sandbox().deliver(data(b"z")) == Replace(b"1:z")
+
+
+def test_a_reset_looks_for_written_pages_outside_the_code_only(load_kvm: KvmLoader) -> None:
+    """The page scan skips the code, which no guest can write: a page written there by the
+    host goes unseen, one in the data is found."""
+    plugin = load_kvm("counter")
+    sandbox = plugin.new_sandbox()
+    assert sandbox.machine is not None
+    code = plugin.snapshot.code
+    memory = sandbox.machine.memory
+    memory[code.start + PAGE] ^= 0xFF
+    memory[code.stop] ^= 0xFF
+    written = pages_of(sandbox.machine.written_runs())
+    assert code.stop // PAGE in written
+    assert not any(page * PAGE in code for page in written)
+    sandbox.close()
 
 
 def test_the_memory_limit_is_the_guests(load_kvm: KvmLoader) -> None:

@@ -7,13 +7,18 @@ runtime is compiled against the header `guest_header()` writes.
     0x0000_2000  page tables: PML4, PDPT, PD, one PT for the first 2 MiB
     0x0001_0000  mailbox: call, arguments, result (host <-> guest)
     0x0002_0000  guard page below the stack
-    0x0010_0000  top of the stack (it grows down); the image starts here
+    0x0010_0000  top of the stack (it grows down); the image starts here: its header, code
+                 and read-only data, mapped read-only and executable
+    writable     the image's data, at a 2 MiB boundary: writable, never executable
     image end    runtime heap (tables, function types)
     0x0400_0000  the plugin's linear memory, `memory_limit` bytes, never executable
     0x3FE0_0000  the exit window: no memory behind it, so each write to it is a VM exit
 
 Identity mapped: guest virtual = guest physical. Below 2 MiB in 4 KiB pages (for the guard
-pages), above in 2 MiB pages. The slice is one KVM memory slot; there is nothing else.
+pages), above in 2 MiB pages. The slice is one KVM memory slot; there is nothing else. Only
+the image's code is executable and nothing executable is writable, so a guest cannot change
+its code, whatever it writes; and since it never writes those pages, a reset need not look at
+them (vmm/kvm/machine.py).
 
 The guest runs in user mode (CPL 3), and leaves the VM by writing a 32-bit value to an
 address in the exit window, one address per kind of exit: what KVM reports as an MMIO exit.
@@ -26,6 +31,7 @@ plugin never has the privilege to change its page tables, even past wasm's check
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 PAGE = 0x1000
 LARGE_PAGE = 0x200000
@@ -84,6 +90,36 @@ TRAP_OOB = 1
 TRAP_UNPROVIDED = 0x100
 
 
+class ImageError(Exception):
+    """An image whose header does not describe the layout above."""
+
+
+# The image's first 16 bytes (guest.ld): the entry point's address and the start of its
+# writable part.
+_IMAGE_HEADER = struct.Struct("<QQ")
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    entry: int
+    writable: int  # where the image's data starts: [IMAGE, writable) is its code
+
+    @property
+    def code(self) -> range:
+        return range(IMAGE, self.writable)
+
+
+def image_layout(image: bytes) -> ImageLayout:
+    """What the image's header says, checked against the layout."""
+    if len(image) < _IMAGE_HEADER.size:
+        raise ImageError("the image is shorter than its header")
+    entry, writable = _IMAGE_HEADER.unpack_from(image)
+    if not IMAGE + _IMAGE_HEADER.size <= entry < writable <= LINEAR_BASE or writable % LARGE_PAGE:
+        raise ImageError(f"its header (entry {entry:#x}, data at {writable:#x}) does not fit "
+                         "the guest's layout")
+    return ImageLayout(entry, writable)
+
+
 def slot_size(memory_limit: int) -> int:
     """Bytes of guest memory for a plugin whose linear memory may reach `memory_limit`."""
     return LINEAR_BASE + -(-memory_limit // LARGE_PAGE) * LARGE_PAGE
@@ -96,24 +132,32 @@ _GDT_ENTRIES = (0, 0x00AFFB000000FFFF, 0x00CFF3000000FFFF)
 CODE_SELECTOR, DATA_SELECTOR = 0x08 | 3, 0x10 | 3
 
 
-def system_tables(size: int) -> tuple[int, bytes]:
-    """The GDT and page tables for a slot of `size` bytes, as (address, bytes) to copy in."""
+def system_tables(size: int, code: range) -> tuple[int, bytes]:
+    """The GDT and page tables for a slot of `size` bytes whose image has its code at `code`,
+    as (address, bytes) to copy in."""
     entries = struct.Struct("<512Q")
     # Accessed and dirty set up front: nothing for the hypervisor to track on first use.
-    rw = _PRESENT | _WRITABLE | _USER | _ACCESSED | _DIRTY
+    data = _PRESENT | _WRITABLE | _USER | _ACCESSED | _DIRTY | _NO_EXECUTE
+    executable = _PRESENT | _USER | _ACCESSED
     # The GDT and the page tables are the CPU's alone: a guest in user mode that wrote them
     # (past wasm's checks) could map what it likes, or give itself a gate to CPL 0.
-    system = rw & ~_USER
-    pt = [0 if address in (0, STACK_GUARD) else
-          address | (system if GDT <= address <= PT else rw)
+    system = data & ~_USER
+
+    def page(address: int) -> int:
+        return address | (executable if address in code else
+                          system if GDT <= address <= PT else data)
+
+    pt = [0 if address in (0, STACK_GUARD) else page(address)
           for address in range(0, LARGE_PAGE, PAGE)]
-    pd = [PT | rw] + [address | rw | _LARGE | (_NO_EXECUTE if address >= LINEAR_BASE else 0)
-                      for address in range(LARGE_PAGE, size, LARGE_PAGE)]
-    pd += [0] * (EXIT_WINDOW // LARGE_PAGE - len(pd)) + [EXIT_WINDOW | rw | _LARGE | _NO_EXECUTE]
+    # A directory entry points to the page table (its pages' bits are the PT's) or maps 2 MiB.
+    pd = [PT | _PRESENT | _WRITABLE | _USER | _ACCESSED] + [
+        page(address) | _LARGE for address in range(LARGE_PAGE, size, LARGE_PAGE)]
+    pd += [0] * (EXIT_WINDOW // LARGE_PAGE - len(pd)) + [EXIT_WINDOW | data | _LARGE]
     tables = bytearray(PT + PAGE - GDT)
     struct.pack_into(f"<{len(_GDT_ENTRIES)}Q", tables, 0, *_GDT_ENTRIES)
-    entries.pack_into(tables, PML4 - GDT, PDPT | rw, *[0] * 511)
-    entries.pack_into(tables, PDPT - GDT, PD | rw, *[0] * 511)
+    upper = _PRESENT | _WRITABLE | _USER | _ACCESSED  # what the entries below allow
+    entries.pack_into(tables, PML4 - GDT, PDPT | upper, *[0] * 511)
+    entries.pack_into(tables, PDPT - GDT, PD | upper, *[0] * 511)
     entries.pack_into(tables, PD - GDT, *pd)
     entries.pack_into(tables, PT - GDT, *pt)
     return GDT, bytes(tables)

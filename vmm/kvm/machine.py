@@ -31,7 +31,6 @@ from vmm.kvm.layout import (
     EXIT_KINDS,
     EXIT_WINDOW,
     GDT,
-    IMAGE,
     PAGE,
     PML4,
     STACK_TOP,
@@ -123,13 +122,17 @@ class CpuState:
 
 
 class Machine:
-    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_snapshot", "_snapshot_view", "_vcpu",
-                 "_vm", "address", "cpu_until", "memory", "size", "state", "timings")
+    __slots__ = ("_kvm", "_memfd", "_run", "_run_view", "_scanned", "_snapshot", "_snapshot_view",
+                 "_vcpu", "_vm", "address", "cpu_until", "memory", "size", "state", "timings")
 
-    def __init__(self, kvm: Kvm, memfd: int, size: int, *, shared: bool = False) -> None:
+    def __init__(self, kvm: Kvm, memfd: int, size: int, *, code: range = range(0),
+                 shared: bool = False) -> None:
+        """`code`: the guest addresses its page tables map read-only (vmm/kvm/layout.py), which
+        the guest cannot write, so that looking for written pages skips them."""
         self._kvm = kvm
         self._memfd = memfd
         self.size = size
+        self._scanned = ((0, code.start), (code.stop, size)) if code else ((0, size),)
         # The running thread's CPU clock reading past which the guest stops (set for each run
         # by vmm/kvm/watchdog.py; none is left before the first).
         self.cpu_until = 0.0
@@ -170,9 +173,9 @@ class Machine:
 
     # --- CPU state --------------------------------------------------------------------------
 
-    def boot_state(self) -> CpuState:
+    def boot_state(self, entry: int) -> CpuState:
         """64-bit long mode in user mode (CPL 3), flat segments, paging from the tables at
-        PML4, at the image's entry."""
+        PML4, at the image's `entry`."""
         sregs = api.Sregs()
         api.ioctl(self._vcpu, api.GET_SREGS, sregs)
         code = api.Segment(base=0, limit=0xFFFFFFFF, selector=CODE_SELECTOR, type=11, present=1,
@@ -185,7 +188,7 @@ class Machine:
         sregs.gdt.base, sregs.gdt.limit = GDT, 3 * 8 - 1
         sregs.idt.base, sregs.idt.limit = 0, 0  # no handlers: any exception ends the VM
         sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = _CR0, PML4, _CR4, _EFER
-        regs = api.Regs(rip=IMAGE, rsp=STACK_TOP - 8, rflags=2)
+        regs = api.Regs(rip=entry, rsp=STACK_TOP - 8, rflags=2)
         fpu = api.Fpu(fcw=0x37F, mxcsr=0x1F80)
         return CpuState(regs, sregs, fpu)
 
@@ -307,12 +310,17 @@ class Machine:
 
     def written_runs(self) -> Runs:
         """The guest pages that have a private copy (written since the last reset by guest or
-        host, or restored), swapped out or not."""
+        host, or restored), swapped out or not; but for its code's."""
         if not self._kvm.scans_pages:
             return runs_of(self._pagemap_entries())
         runs: Runs = []
         regions = (api.PageRegion * SCAN_REGIONS)()
-        start, end = self.address, self.address + self.size
+        for first, last in self._scanned:
+            runs += self._scan(self.address + first, self.address + last, regions)
+        return runs
+
+    def _scan(self, start: int, end: int, regions: ctypes.Array[api.PageRegion]) -> Runs:
+        runs: Runs = []
         while start < end:
             # Pages not of the file (the snapshot), present or swapped.
             scan = api.PageScan(

@@ -93,7 +93,8 @@ class KvmPlugin(LoadedPlugin):
             machine = self._idle.pop()
         else:
             try:
-                machine = Machine(self.kvm, self.snapshot.memfd, self.snapshot.size)
+                machine = Machine(self.kvm, self.snapshot.memfd, self.snapshot.size,
+                                  code=self.snapshot.code)
                 machine.load_state(self.snapshot.cpu)
                 machine.restore(self.working_set.runs)
             except OSError as exc:

@@ -35,6 +35,9 @@ from vmm.kvm.layout import (
     MAILBOX,
     MEMORY_LIMIT,
     TRAPS,
+    ImageError,
+    ImageLayout,
+    image_layout,
     slot_size,
     system_tables,
 )
@@ -55,6 +58,7 @@ class Snapshot:
     memory_limit: int
     cpu: CpuState
     input_area: int  # the value of the plugin's hyperfilter_input global, if it has one
+    code: range  # the image's code, read-only in the guest (vmm/kvm/layout.py)
 
     def close(self) -> None:
         os.close(self.memfd)
@@ -69,17 +73,21 @@ def take_snapshot(plugin: str, kvm: Kvm, watchdog: Watchdog, image: bytes,
         if segment.offset + len(segment.data) > memory_limit:
             raise PluginLoadError(plugin, f"its data at {segment.offset:#x} lies past its "
                                           f"memory limit ({memory_limit >> 20} MiB)")
+    try:
+        layout = image_layout(image)
+    except ImageError as exc:
+        raise PluginLoadError(plugin, f"has an unusable guest image: {exc}") from None
     size = slot_size(memory_limit)
     memfd = os.memfd_create(f"hyperfilter-{plugin}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(memfd, size)
-        cpu, input_area = _boot(plugin, kvm, watchdog, memfd, size, image, preload,
+        cpu, input_area = _boot(plugin, kvm, watchdog, memfd, size, image, layout, preload,
                                 memory_limit, _WasiAtBoot(plugin, wasi, log))
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
     except BaseException:
         os.close(memfd)
         raise
-    return Snapshot(memfd, size, memory_limit, cpu, input_area)
+    return Snapshot(memfd, size, memory_limit, cpu, input_area, layout.code)
 
 
 class _WasiAtBoot:
@@ -113,19 +121,19 @@ def _no_allocation(align: int, size: int) -> int:
 
 
 def _boot(plugin: str, kvm: Kvm, watchdog: Watchdog, memfd: int, size: int, image: bytes,
-          preload: Sequence[Segment], memory_limit: int,
+          layout: ImageLayout, preload: Sequence[Segment], memory_limit: int,
           wasi: _WasiAtBoot) -> tuple[CpuState, int]:
     machine = Machine(kvm, memfd, size, shared=True)
     try:
         memory = machine.memory
-        address, tables = system_tables(size)
+        address, tables = system_tables(size, layout.code)
         memory[address:address + len(tables)] = tables
         memory[IMAGE:IMAGE + len(image)] = image
         for segment in preload:
             start = LINEAR_BASE + segment.offset
             memory[start:start + len(segment.data)] = segment.data
         _U64.pack_into(memory, MAILBOX + MEMORY_LIMIT, memory_limit)
-        machine.load_state(machine.boot_state())
+        machine.load_state(machine.boot_state(layout.entry))
         watchdog.watch(machine, BOOT_SECONDS)
         try:
             kind, value = machine.run()
