@@ -475,7 +475,7 @@ class ExportedAreas(Protocol):
 @runtime_checkable
 class ExportedBytes(Protocol):
     """A sandbox that can call an export returning bytes (component sandboxes:
-    vmm/wasmtime/component.py)."""
+    vmm/wasmtime/linked.py, vmm/wasmtime/component.py)."""
 
     def exported_bytes(self, function: str) -> bytes: ...
 
@@ -499,6 +499,8 @@ def read_counters(sandbox: Sandbox, instrumented: Instrumented) -> bytes:
 def reset_counters(sandbox: Sandbox, instrumented: Instrumented) -> None:
     """Zero a core module's counters, e.g. between streams delivered to one sandbox (a new
     sandbox starts with zeros, but for what its start function counted)."""
+    if instrumented.functions:
+        raise TypeError("a component's counters are read through its exports, never written")
     area = _area(sandbox, instrumented)
     area[:] = bytes(len(area))
 

@@ -97,12 +97,6 @@ def test_every_sandbox_starts_with_fresh_memory(load_either: Loader) -> None:
     assert plugin.new_sandbox().deliver(data(b"z")) == Replace(b"1:z")
 
 
-# wasmtime lifts a component's verdict itself, and a component's memory size is not shown by
-# wasmtime-py: there, a verdict pointing outside memory and a failed memory.grow are traps.
-WASMTIME_COMPONENT_FAULTS = {b"hog": (PluginTrap, "unreachable"),
-                             b"badptr": (PluginTrap, "out of bounds of memory")}
-
-
 def test_a_python_interpreters_memory_is_its_sandboxes_own(load: Loader) -> None:
     """What one stream leaves in a Python component's memory (a module global), no other
     stream's sandbox sees, on either tier (on kvm: the VM reset to the snapshot taken after
@@ -124,10 +118,8 @@ def test_a_python_interpreters_memory_is_its_sandboxes_own(load: Loader) -> None
     (b"badptr", InvalidVerdict, "outside linear memory"),
 ])
 def test_faults_are_typed_and_poison_only_their_sandbox(
-        load_either: Loader, form: str, tier: str, trigger: bytes, fault: type,
+        load_either: Loader, trigger: bytes, fault: type,
         detail: str) -> None:
-    if (form, tier) == ("component", "wasmtime"):
-        fault, detail = WASMTIME_COMPONENT_FAULTS.get(trigger, (fault, detail))
     plugin = load_either("faulty")
     victim, neighbour = plugin.new_sandbox(), plugin.new_sandbox()
     with pytest.raises(fault, match=detail):

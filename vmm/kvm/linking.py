@@ -15,7 +15,7 @@ allocators, string encodings other than UTF-8.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from vmm.component_shell import (
     CORE_FUNC,
@@ -114,6 +114,7 @@ class ResourceDrop:
 Binding = ModuleExport | HostImport | WasiImport | ResourceDrop
 _DROP = "[resource-drop]"
 _DROP_SIG = FuncSig(("i32",), ())
+_READ_SIG = FuncSig((), ("i32",))  # func() -> string, lifted: a pointer to (pointer, length)
 
 
 @dataclass(frozen=True)
@@ -142,26 +143,36 @@ class Linking:
     memory: ModuleExport
     preload: tuple[Segment, ...] = ()  # the main module's data (vmm/kvm/data_segments.py)
     unprovided: tuple[str, ...] = ()  # WASI functions the guest traps on, by trap index
+    # The component's own exports `func() -> string` that a tool reads (the fuzzer's
+    # coverage counters: sidecar/fuzz/coverage.py): the core function and the memory.
+    readable: dict[str, tuple[ModuleExport, ModuleExport]] = field(default_factory=dict)
 
 
-def link(manifest: Manifest, wasm: bytes) -> Linking:
+def link(manifest: Manifest, wasm: bytes, *, guest: bool = True) -> Linking:
     """The component `wasm` resolved; TierMismatchError naming what the kvm tier does not
-    handle, WorldMismatchError (and the grant errors) as for a core module."""
+    handle, WorldMismatchError (and the grant errors) as for a core module. `guest`: for the
+    kvm guest, its modules rewritten as wasm2c needs them (extended constants computed at
+    instantiation, the main module's data preloaded) and one linear memory in all; otherwise
+    (the wasmtime tier) its modules as the component has them."""
     try:  # a component no validator accepts is not made runnable by the rewrites below
         wasm_tools("validate", given=wasm)
     except WasmToolsError as exc:
         raise NotWasmError(manifest.name, f"is not a valid component: {exc}") from None
     try:
-        return _Linker(manifest, read_shell(wasm), wasm).link()
+        return _Linker(manifest, read_shell(wasm), wasm, guest).link()
     except (ShellError, Unsupported, WasmFormatError, ComponentTypesError) as exc:
+        if not guest:
+            raise TierMismatchError(manifest.name, f"is a component the host cannot link: "
+                                                   f"{exc}") from None
         raise TierMismatchError(manifest.name, f"is a component the kvm tier cannot run yet: "
                                                f"{exc} (run it on the wasmtime tier: tier = "
                                                f'"wasmtime")') from None
 
 
 class _Linker:
-    def __init__(self, manifest: Manifest, shell: Shell, wasm: bytes) -> None:
+    def __init__(self, manifest: Manifest, shell: Shell, wasm: bytes, guest: bool) -> None:
         self.manifest = manifest
+        self.guest = guest
         self.shell = shell
         self.numbers: dict[int, int] = {}  # core instance -> module instance number
         self.instances: list[ModuleInstance] = []
@@ -181,9 +192,10 @@ class _Linker:
                 raise Unsupported(f"core module {instance.module} is instantiated twice")
             instantiated.add(instance.module)
             number = len(self.instances)
-            given = self.shell.modules[instance.module]
+            given = module = self.shell.modules[instance.module]
             try:
-                module = compute_at_instantiation(given)
+                if self.guest:
+                    module = compute_at_instantiation(given)
             except ExtendedConstantError as exc:
                 raise Unsupported(f"core module {instance.module}: {exc}") from None
             types = read_module_types(module)
@@ -195,7 +207,7 @@ class _Linker:
         defined = sum(len(i.types.memories) - sum(isinstance(item.sig, MemorySig)
                                                   for item in i.types.imports)
                       for i in self.instances)
-        if defined != 1:
+        if defined != 1 and self.guest:
             raise Unsupported(f"its modules define {defined} linear memories; the kvm tier "
                               "runs one")
         return self._contract()
@@ -341,9 +353,25 @@ class _Linker:
         wasi = (RANDOM_GET, PROC_EXIT, *SERVICES.values()) if uses_wasi else ()
         contract = CoreModule(tuple(self.capabilities.values()), handlers, memory.sig, False,
                               wasi)
-        instances, preload = self._preloaded(memory)
+        instances, preload = (self._preloaded(memory) if self.guest
+                              else (tuple(self.instances), ()))
         return Linking(instances, contract, functions, memory, preload,
-                       tuple(self.unprovided))
+                       tuple(self.unprovided), self._readable())
+
+    def _readable(self) -> dict[str, tuple[ModuleExport, ModuleExport]]:
+        found = {}
+        for name, (sort, index) in self.shell.exports.items():
+            function = self.shell.function(index) if sort == FUNC else None
+            if not isinstance(function, Lifted) or function.options.memory is None:
+                continue
+            try:
+                core = self._module_export(CORE_FUNC, function.core_function, name)
+                memory = self._module_export(CORE_MEMORY, function.options.memory, name)
+            except Unsupported:
+                continue  # not a module's function, so not one a tool reads
+            if core.sig == _READ_SIG:
+                found[name] = (core, memory)
+        return found
 
     def _preloaded(self, memory: ModuleExport
                    ) -> tuple[tuple[ModuleInstance, ...], tuple[Segment, ...]]:

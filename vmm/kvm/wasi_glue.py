@@ -112,7 +112,7 @@ def thunk(name: str, lowering: WasiLowering) -> list[str]:
     interface = lowering.interface.partition("@")[0]
     special = _ANSWERS.get((interface, lowering.function.name))
     answer = _deny if special is None else _checked(call, special)
-    resource = _method_of(lowering.function.name)
+    resource = method_of(lowering.function.name)
     if resource is not None and resource not in KINDS:
         body = ["hf_trap(HF_TRAP_HANDLE);  /* no handle of this resource can exist */"]
     elif resource is not None:
@@ -139,7 +139,7 @@ def _checked(call: _Call, special: _Special) -> Answer:
     return special.answer
 
 
-def _method_of(function: str) -> str | None:
+def method_of(function: str) -> str | None:
     """The resource whose method `function` is ("[method]pollable.block"), if it is one."""
     method, _, rest = function.partition("]")
     return rest.partition(".")[0] if method == "[method" else None
@@ -179,11 +179,12 @@ def _deny_value(call: _Call, result: WitType) -> str:
     if isinstance(result, Primitive | Flags):
         return "0"
     if isinstance(result, Variant) and all(p is None for _, p in result.cases):
-        return str(_deny_case(call, result))
+        return str(deny_case(call.name, result))
     raise NoAnswer(f"{call.name}: no deny-all answer for its result")
 
 
-def _deny_case(call: _Call, variant: Variant) -> int:
+def deny_case(function: str, variant: Variant) -> int:
+    """The case of `variant` that says no: `err`, `none`, else a denial without payload."""
     names = [name for name, _ in variant.cases]
     if names == ["ok", "err"]:
         return 1
@@ -195,7 +196,7 @@ def _deny_case(call: _Call, variant: Variant) -> int:
         if found is not None and found in bare:
             return found
     if not bare:
-        raise NoAnswer(f"{call.name}: no case of its error has no payload")
+        raise NoAnswer(f"{function}: no case of its error has no payload")
     return bare[0]
 
 
@@ -211,7 +212,7 @@ def _deny_stores(call: _Call, t: WitType, ptr: str) -> list[str]:
         return [line for _, field, offset in t.fields
                 for line in _deny_stores(call, field, f"{ptr} + {offset}")]
     if isinstance(t, Variant):
-        case = _deny_case(call, t)
+        case = deny_case(call.name, t)
         payload = t.cases[case][1]
         lines = [_store(ptr, t.discriminant_size, str(case))]
         if payload is not None:
@@ -356,6 +357,7 @@ _SUBSCRIBE = _Special(_new("pollable"), "i32 -> i32", _own("pollable"))
 _CLOCK_SUBSCRIBE = _Special(_new("pollable"), "i64 -> i32", _own("pollable"))
 _BYTES = _Special(_random_bytes, "i64 i32 ->", _LIST_OF["u8"])
 _U64_NOW = _Special(_random_u64, "-> i64", _U64)
+# The functions answered otherwise than by denial, by (interface without version, name).
 _ANSWERS: dict[tuple[str, str], _Special] = {
     ("wasi:io/streams", _OUTPUT + "check-write"): _Special(
         lambda c: _ok(c, str(WRITE_PERMIT)), "i32 i32 ->", _result_of(_U64)),
@@ -392,3 +394,4 @@ _ANSWERS: dict[tuple[str, str], _Special] = {
     ("wasi:sockets/instance-network", "instance-network"): _Special(
         _new("network"), "-> i32", _own("network")),
 }
+ANSWERED = frozenset(_ANSWERS)

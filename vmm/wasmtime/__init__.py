@@ -3,8 +3,10 @@ the plugins whose memory limits round to the same reservation."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ import wasmtime.component as wc
 from vmm.cache import CompileCache
 from vmm.capabilities import HostEnv
 from vmm.core_module import check_core_module
-from vmm.errors import NotWasmError
+from vmm.errors import NotWasmError, TierMismatchError
+from vmm.kvm.linking import link
 from vmm.manifest import Manifest
 from vmm.memory_plan import memory_plan
 from vmm.sandbox import Backend, LoadedPlugin
@@ -23,6 +26,9 @@ from vmm.wasmtime import component_bytes
 from vmm.wasmtime.component import ComponentPlugin
 from vmm.wasmtime.core import CorePlugin
 from vmm.wasmtime.engine import EpochTicker, new_engine, reservation_for, runtime_fingerprint
+from vmm.wasmtime.linked import LinkedPlugin
+
+log = logging.getLogger(__name__)
 
 
 class WasmtimeBackend(Backend):
@@ -56,6 +62,9 @@ class WasmtimeBackend(Backend):
                 return CorePlugin(manifest, core, module, env, engine, self.ticker,
                                   memory_plan(wasm))
             if kind is WasmKind.COMPONENT:
+                linked = self._linked(manifest, wasm, env)
+                if linked is not None:
+                    return linked
                 component = self.compile_component(manifest, wasm)
                 return ComponentPlugin(manifest, component, env, engine, self.ticker,
                                        memory_plan(wasm))
@@ -63,6 +72,26 @@ class WasmtimeBackend(Backend):
             raise NotWasmError(manifest.name, f"{manifest.wasm} does not compile: "
                                               f"{str(exc).splitlines()[0]}") from None
         raise NotWasmError(manifest.name, f"{manifest.wasm} is not WebAssembly (no \\0asm header)")
+
+    def _linked(self, manifest: Manifest, wasm: bytes, env: HostEnv) -> LinkedPlugin | None:
+        """The component as its core modules, linked by the host, each compiled through the
+        cache; None when the host cannot link it (it then runs on wasmtime's component
+        model, the log says why)."""
+        try:
+            linking = link(manifest, wasm, guest=False)
+        except TierMismatchError as exc:
+            log.info("%s; it runs on wasmtime's component model instead", exc)
+            return None
+        engine, reservation = self.engine_for(manifest.limits.memory_bytes)
+        count = len(linking.instances)
+        modules = [self.cache.load_or_compile(
+            instance.module, f"{reservation >> 20}m.cwasm",
+            partial(_compiled, engine, instance.module),
+            lambda path: wasmtime.Module.deserialize_file(engine, str(path)),
+            f"plugin {manifest.name} (core module {instance.number + 1} of {count} of a "
+            "component)") for instance in linking.instances]
+        return LinkedPlugin(manifest, linking, modules, env, engine, self.ticker,
+                            memory_plan(wasm))
 
     def compile_component(self, manifest: Manifest, wasm: bytes) -> wc.Component:
         """The component compiled for the plugin's memory limit, through the compile cache;
@@ -89,6 +118,10 @@ class WasmtimeBackend(Backend):
 
     def close(self) -> None:
         self.ticker.close()
+
+
+def _compiled(engine: wasmtime.Engine, module: bytes) -> bytes:
+    return bytes(wasmtime.Module(engine, module).serialize())
 
 
 @dataclass(frozen=True)

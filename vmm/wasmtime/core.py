@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import threading
 from ctypes import _Pointer
+from typing import Protocol
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from vmm.canonical import AbiError
 from vmm.capabilities import HostEnv
-from vmm.core_module import NO_TYPES, POST_RETURN_TYPES, REALLOC_TYPES, CoreModule, Handler
+from vmm.core_module import (
+    NO_TYPES,
+    POST_RETURN_TYPES,
+    REALLOC,
+    REALLOC_TYPES,
+    CoreModule,
+    Handler,
+)
 from vmm.errors import InvalidVerdict, PluginTrap, SandboxFault
 from vmm.events import Event, Verdict
 from vmm.faults import classify
@@ -53,15 +62,66 @@ def _running_streams() -> WasiStreams:
     return streams
 
 
-class CorePlugin(WasmtimePlugin):
+class Exports(Protocol):
+    """What a sandbox's instantiation made, by the names of the plugin's contract."""
+
+    def func(self, name: str) -> ffi.wasmtime_func_t | None: ...
+
+    def memory(self) -> ffi.wasmtime_memory_t | None: ...
+
+    def global_i32(self, name: str) -> int | None: ...
+
+
+class InstanceExports:
+    """A core module's exports: its one instance's."""
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        self._store = store
+        self._instance = instance
+
+    def func(self, name: str) -> ffi.wasmtime_func_t | None:
+        return instance_func(self._store, self._instance, name)
+
+    def memory(self) -> ffi.wasmtime_memory_t | None:
+        return instance_memory(self._store, self._instance)
+
+    def global_i32(self, name: str) -> int | None:
+        return instance_global_i32(self._store, self._instance, name)
+
+
+class ModulesPlugin(WasmtimePlugin):
+    """A plugin whose sandboxes the host calls as core wasm, through the world's canonical
+    ABI: a core module, or a component's core modules linked by the host."""
+
+    def __init__(self, manifest: Manifest, core: CoreModule, env: HostEnv,
+                 engine: wasmtime.Engine, ticker: EpochTicker,
+                 memories: MemoryPlan | None) -> None:
+        super().__init__(manifest, engine, ticker, memories)
+        self.handlers = core.handlers
+        self.host_calls = HostCalls()
+        self.log = env.log
+        self.uses_wasi = bool(core.wasi)
+        self.initialize = core.initialize
+
+    def instantiate(self, store: wasmtime.Store) -> Exports:
+        """A sandbox's instances in `store`: wasmtime.Trap or WasmtimeError if they fail."""
+        raise NotImplementedError
+
+    def new_streams(self) -> WasiStreams | None:
+        """A sandbox's stdout and stderr, if it has WASI."""
+        return WasiStreams(self.log) if self.uses_wasi else None
+
+    def new_sandbox(self) -> CoreSandbox:
+        return CoreSandbox(self)
+
+
+class CorePlugin(ModulesPlugin):
     kind = "core module"
 
     def __init__(self, manifest: Manifest, core: CoreModule, module: wasmtime.Module,
                  env: HostEnv, engine: wasmtime.Engine, ticker: EpochTicker,
                  memories: MemoryPlan | None) -> None:
-        super().__init__(manifest, engine, ticker, memories)
-        self.handlers = core.handlers
-        self.host_calls = HostCalls()
+        super().__init__(manifest, core, env, engine, ticker, memories)
         linker = wasmtime.Linker(engine)
         calls = granted_host_calls(manifest, env)
         for item in core.imports:
@@ -70,18 +130,15 @@ class CorePlugin(WasmtimePlugin):
         for function in core.wasi:
             self.host_calls.define(linker, WASI_MODULE, function.name, function.params,
                                    function.results, function.host_call(_running_streams))
-        self.log = env.log
-        self.uses_wasi = bool(core.wasi)
-        self.initialize = core.initialize
         self.pre = linker.instantiate_pre(module)
         self.check_instantiates()
 
-    def new_sandbox(self) -> CoreSandbox:
-        return CoreSandbox(self)
+    def instantiate(self, store: wasmtime.Store) -> Exports:
+        return InstanceExports(store, self.pre.instantiate(store))
 
 
 class CoreSandbox(Sandbox):
-    def __init__(self, plugin: CorePlugin) -> None:
+    def __init__(self, plugin: ModulesPlugin) -> None:
         super().__init__(plugin.name, plugin.verdict_rules)
         self._plugin = plugin
         self._limits = plugin.manifest.limits
@@ -91,23 +148,23 @@ class CoreSandbox(Sandbox):
         self._deadline = EpochDeadline(address(self._ctx), plugin.ticker, self._limits.cpu_ms)
         self._calls: dict[type, tuple[Export, RawFunc, RawFunc | None]] = {}
         self._post_return: tuple[RawFunc, int] | None = None
-        self._streams = WasiStreams(plugin.log) if plugin.uses_wasi else None
+        self._streams = plugin.new_streams()
         self._enter()
         self._deadline.renew()  # the start function runs now
         try:
-            self._instance = plugin.pre.instantiate(self._store)
+            self._exports = plugin.instantiate(self._store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             plugin.host_calls.take_cause()  # a host call's failure is reported here
             self.close()
             raise plugin.instantiation_fault(exc) from None
         if plugin.initialize:
             self._initialize()
-        memory = instance_memory(self._store, self._instance)
-        realloc = instance_func(self._store, self._instance, "cabi_realloc")
+        memory = self._exports.memory()
+        realloc = self._exports.func(REALLOC)
         assert memory is not None and realloc is not None  # checked at load
         self._memory = LinearMemory(self._ctx, memory, RawFunc(self._ctx, realloc, *REALLOC_TYPES))
         self._arguments: LinearMemory | ArgumentArea = self._memory
-        descriptor = instance_global_i32(self._store, self._instance, INPUT_AREA_EXPORT)
+        descriptor = self._exports.global_i32(INPUT_AREA_EXPORT)
         if descriptor is not None:
             try:
                 self._arguments = ArgumentArea(self._memory, descriptor)
@@ -123,8 +180,7 @@ class CoreSandbox(Sandbox):
     def _initialize(self) -> None:
         """A reactor's initialisation (Go's runtime and package init), within the CPU bound of
         one event; a trap or exit there means no sandbox."""
-        assert self._store is not None
-        func = instance_func(self._store, self._instance, INITIALIZE)
+        func = self._exports.func(INITIALIZE)
         assert func is not None  # checked at load
         try:
             RawFunc(self._ctx, func, *NO_TYPES)()
@@ -140,13 +196,12 @@ class CoreSandbox(Sandbox):
         if bound is None:
             handler: Handler = self._plugin.handlers[event_type]
             export = handler.export
-            assert self._store is not None
-            func = instance_func(self._store, self._instance, export.core_name)
+            func = self._exports.func(export.core_name)
             assert func is not None
             call = RawFunc(self._ctx, func, *export.signature.core_export())
             post = None
             if handler.has_post_return:
-                post_func = instance_func(self._store, self._instance, export.post_return_name)
+                post_func = self._exports.func(export.post_return_name)
                 assert post_func is not None
                 post = RawFunc(self._ctx, post_func, *POST_RETURN_TYPES)
             bound = self._calls[event_type] = (export, call, post)
@@ -183,7 +238,7 @@ class CoreSandbox(Sandbox):
         the sandbox."""
         if self._store is None:
             raise SandboxFault(self.plugin, "read from a closed sandbox")
-        area = instance_global_i32(self._store, self._instance, address_global)
+        area = self._exports.global_i32(address_global)
         if area is None:
             raise AbiError(f"the plugin exports no i32 global {address_global}")
         return self._memory.view(area, length)
@@ -207,11 +262,13 @@ class CoreSandbox(Sandbox):
         return self._streams.explain(str(trap)) if self._streams is not None else str(trap)
 
     def _fault(self, trap: WasmTrap) -> SandboxFault:
-        return classify(
+        fault = classify(
             self.plugin, self._limits, self._explained(trap),
             interrupted=trap.code == wasmtime.TrapCode.INTERRUPT,
             memory_size=self._memory.size(),
             host_cause=self._plugin.host_calls.take_cause())
+        notes = None if self._streams is None else self._streams.notes
+        return fault if notes is None else notes.explained(self.plugin, fault)
 
     def close(self) -> None:
         self._post_return = None  # a settle still scheduled must find nothing to do

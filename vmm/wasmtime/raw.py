@@ -13,6 +13,7 @@ import ctypes
 import struct
 from collections.abc import Callable, Sequence
 from ctypes import POINTER, byref
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
@@ -189,22 +190,42 @@ HostCallback = Callable[[LinearMemory, list[int]], int | None]
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
 
 
+@dataclass(frozen=True)
+class HostFunction:
+    """A host function's trampoline and core type, for a linker or for one store."""
+
+    native: Any  # ffi.wasmtime_func_unchecked_callback_t
+    type: wasmtime.FuncType
+
+    def make(self, ctx: ctypes._Pointer, into: ffi.wasmtime_extern_t) -> None:
+        """The function in the store `ctx`, written into `into`."""
+        into.kind = ffi.WASMTIME_EXTERN_FUNC
+        ffi.wasmtime_func_new_unchecked(ctx, self.type.ptr(), self.native, None, _NO_FINALIZER,
+                                        byref(into.of.func))
+
+
+MemoryOf = Callable[[ctypes._Pointer, ctypes._Pointer], LinearMemory]
+
+
 class HostCalls:
-    """Host functions for one plugin's linker. A Python exception inside one becomes a trap;
-    `take_cause()` returns that exception so the sandbox can report it."""
+    """Host functions for one plugin's linker or stores. A Python exception inside one becomes
+    a trap; `take_cause()` returns that exception so the sandbox can report it."""
 
     def __init__(self) -> None:
-        self._keep: list[object] = []  # ctypes callbacks must outlive the linker
+        self._keep: list[object] = []  # ctypes callbacks must outlive the linker and stores
         self._cause: BaseException | None = None
 
     def take_cause(self) -> BaseException | None:
         cause, self._cause = self._cause, None
         return cause
 
-    def define(self, linker: wasmtime.Linker, module: str, name: str,
-               params: CoreTypes, results: CoreTypes, callback: HostCallback) -> None:
+    def function(self, module: str, name: str, params: CoreTypes, results: CoreTypes,
+                 callback: HostCallback, memory_of: MemoryOf | None = None) -> HostFunction:
+        """`callback` as a host function; it gets the memory `memory_of(caller, context)`
+        names (by default the calling instance's exported memory and realloc)."""
         kinds = tuple(params)
         result = results[0] if results else None
+        memory = memory_of or caller_memory
 
         def trampoline(_env: int, caller: ctypes._Pointer, values: ctypes.Array,
                        _count: int) -> int:
@@ -213,7 +234,7 @@ class HostCalls:
                 ctx = ffi.wasmtime_caller_context(caller)
                 args = [values[i].i32 if k == "i32" else values[i].i64
                         for i, k in enumerate(kinds)]
-                out = callback(caller_memory(caller, ctx), args)
+                out = callback(memory(caller, ctx), args)
                 if result == "i32":
                     values[0].i32 = out
                 elif result == "i64":
@@ -227,11 +248,15 @@ class HostCalls:
 
         native = ffi.wasmtime_func_unchecked_callback_t(trampoline)
         self._keep.append(native)
-        ty = func_type(params, results)
+        return HostFunction(native, func_type(params, results))
+
+    def define(self, linker: wasmtime.Linker, module: str, name: str,
+               params: CoreTypes, results: CoreTypes, callback: HostCallback) -> None:
+        function = self.function(module, name, params, results, callback)
         module_b, name_b = module.encode(), name.encode()
         error = ffi.wasmtime_linker_define_func_unchecked(
-            linker.ptr(), module_b, len(module_b), name_b, len(name_b), ty.ptr(), native,
-            None, _NO_FINALIZER)
+            linker.ptr(), module_b, len(module_b), name_b, len(name_b), function.type.ptr(),
+            function.native, None, _NO_FINALIZER)
         if error:
             raise _error(error)
 
