@@ -63,9 +63,10 @@ MAX_ENCODER_TABLE = 4096
 PREFACE_TIMEOUT_SECONDS = 10.0
 # A connection with no stream for this long is sent GOAWAY and closed.
 IDLE_TIMEOUT_SECONDS = 300.0
-# One connection's share of a loop turn: past it, the rest of what it sent waits as long again
-# (so one connection has at most half the worker), and a burst of cheap streams (Rapid Reset,
-# never-ended streams: about 25 µs each) or a large read cannot hold the other connections.
+# One connection's share of a loop turn: past it, the rest of what it sent waits for the loop's
+# next turn, behind whatever else is ready then (busy connections share the worker evenly), so
+# a burst of cheap streams (Rapid Reset, never-ended streams: about 25 µs each) or a large read
+# cannot hold the other connections.
 TURN_SECONDS = 0.001
 # Between the shutdown notice and the GOAWAY that names the last stream, while draining: the
 # peer's streams already in flight are still taken.
@@ -197,8 +198,10 @@ class Connection(asyncio.Protocol):
         if taken < len(data) or self._turn_paused:
             self._backlog = data[taken:]
             self._pause_reading("backlog")
-            # Not before a turn's time has passed: meanwhile the loop is the others'.
-            self._loop.call_later(TURN_SECONDS, self._receive_backlog)
+            # After what else is ready, not after a rest as long as the turn: a connection alone
+            # on its worker (one Envoy worker sends every stream on one) then left the worker
+            # idle about half the time while Envoy queued its messages past message_timeout.
+            self._loop.call_soon(self._receive_backlog)
         self.flush()
 
     def _receive_backlog(self) -> None:

@@ -18,7 +18,7 @@ from sidecar.admission import Admission, Refused, unbounded
 from sidecar.logs import STREAM_ON_THREAD
 from sidecar.registry import Chain, ChainLink
 from vmm.errors import SandboxFault
-from vmm.events import Direction, Event, EventKind, Verdict, kind_of
+from vmm.events import Direction, Event, EventKind, HttpBody, TcpData, Verdict, kind_of
 from vmm.manifest import FailurePolicy
 from vmm.sandbox import Sandbox
 
@@ -29,6 +29,15 @@ Deferral = Callable[[Callable[[], object]], object]
 
 def _now(work: Callable[[], object]) -> None:
     work()
+
+
+def _data_size(event: Event) -> int:
+    """The bytes of data an event carries: what a plugin may spend CPU time per byte on."""
+    if type(event) is TcpData:
+        return len(event.data)
+    if type(event) is HttpBody:
+        return len(event.body)
+    return 0
 
 
 class Decision(NamedTuple):
@@ -188,7 +197,7 @@ class StreamPlugins:
                 self._to_loop(self._defer, sandbox.settle)
         except SandboxFault as fault:
             seconds = time.perf_counter() - began
-            link.pace.record(time.thread_time() - start)
+            link.pace.record(time.thread_time() - start, _data_size(event))
             self._drop(link)
             self._report_fault(link.name, link.policy, fault, kind.value)
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
@@ -197,7 +206,7 @@ class StreamPlugins:
             if link.policy is FailurePolicy.FAIL_CLOSED:
                 raise StreamFailed(str(fault)) from None
             return None
-        link.pace.record(time.thread_time() - start)
+        link.pace.record(time.thread_time() - start, _data_size(event))
         if self._observers:  # every field by position: keywords cost a NamedTuple's __new__
             self._observe(Decision(self.id, self.protocol, self.chain.name, link.name, kind,
                                    getattr(event, "direction", None), verdict, None, None,

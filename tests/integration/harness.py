@@ -6,7 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
+import os
+import re
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -26,7 +32,7 @@ from sidecar.envoy import (
     render_bootstrap,
 )
 from sidecar.upstreams import EchoServer, HttpUpstream
-from tests.conftest import plugin_dir, skip_unless_tier_runs
+from tests.conftest import ROOT, plugin_dir, skip_unless_tier_runs
 
 T = TypeVar("T")
 
@@ -83,6 +89,12 @@ class StackSpec:
     listen: str = "127.0.0.1:0"  # or "unix:/path"
     tls: Mapping[str, str] | None = None  # the sidecar's [tls] table
     envoy_tls: SidecarTls | None = None  # how Envoy reaches the sidecar over TLS
+    # None: the sidecar on a thread of this process, whose objects a test may reach
+    # (`Stack.sidecar`). N: `hyperfilter serve` with N worker processes, and Envoy with as
+    # many workers, as `make bench` runs them. For load: on a thread, the sidecar shares one
+    # GIL with the test's clients and the echo upstream, on asyncio's own loop, behind one
+    # Envoy worker, and serves at a fraction of its speed.
+    workers: int | None = None
 
 
 # Starting a sidecar loads its plugins: on kvm, the first load of a component toolchain's
@@ -99,17 +111,26 @@ class Stack:
             table.setdefault("tier", tier)
             plugins[name] = table
         tls = {"tls": dict(spec.tls)} if spec.tls is not None else {}
-        self.config = parse_config({"plugins": plugins, "chains": dict(spec.chains),
-                                    "listen": spec.listen, "cache-dir": str(cache_dir),
-                                    "default-failure-policy": spec.default_failure_policy,
-                                    **tls}, Path("."))
+        self.table: dict[str, Any] = {
+            "plugins": plugins, "chains": dict(spec.chains), "listen": spec.listen,
+            "cache-dir": str(cache_dir), "default-failure-policy": spec.default_failure_policy,
+            **tls}
+        if spec.workers is not None:
+            self.table["workers"] = spec.workers
+        self.config = parse_config(self.table, Path("."))
         self.spec = spec
         self.ports: dict[str, int] = {}
+        self.served: ServedSidecar | None = None
 
     def __enter__(self) -> Stack:
         self.loop = LoopThread()
         try:
-            self.sidecar = self.loop.run(self._start_sidecar, timeout=START_SECONDS)
+            if self.spec.workers is None:
+                self.sidecar = self.loop.run(self._start_sidecar, timeout=START_SECONDS)
+                sidecars = [str(self.sidecar.address)]
+            else:
+                self.served = ServedSidecar(self.table)
+                sidecars = self.served.addresses
             self.echo = EchoServer(dict(self.spec.echo_replies))
             echo = Upstream("127.0.0.1", self.loop.run(self.echo.start))
             self.web = HttpUpstream()
@@ -120,11 +141,13 @@ class Stack:
                 listeners.append(TcpListener(name, chain, echo, **options))
             for name, (chain, options) in self.spec.http.items():
                 listeners.append(HttpListener(name, chain, web, **options))
-            self.envoy = Envoy(render_bootstrap([str(self.sidecar.address)], listeners,
-                                                tls=self.spec.envoy_tls))
+            self.envoy = Envoy(render_bootstrap(sidecars, listeners, tls=self.spec.envoy_tls),
+                               concurrency=self.spec.workers or 1)
             self.envoy.start()
             self.ports = self.envoy.listener_ports
         except BaseException:
+            if self.served is not None:
+                self.served.stop()
             self.loop.close()
             raise
         return self
@@ -142,10 +165,72 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.envoy.stop()
-        self.loop.run(self.sidecar.stop)
+        if self.served is not None:
+            self.served.stop()
+        else:
+            self.loop.run(self.sidecar.stop)
         self.loop.run(self.echo.stop)
         self.web.stop()
         self.loop.close()
+
+
+def _toml(value: object) -> str:
+    """A value of a configuration table as TOML (JSON's strings and numbers are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+class ServedSidecar:
+    """`hyperfilter serve` on the configuration table `table` (its `workers` processes), run
+    from this tree; its log in a file, shown when it does not start."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="hyperfilter-stack-")
+        workdir = Path(self._dir.name)
+        config = workdir / "sidecar.toml"
+        config.write_text("".join(f"{json.dumps(key)} = {_toml(value)}\n"
+                                  for key, value in table.items()))
+        self.log_path = workdir / "serve.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "hyperfilter"), "serve", "--config",
+                 str(config)], cwd=ROOT, stderr=log,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's modules first
+        try:
+            self.addresses = self._wait_for_addresses()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_for_addresses(self) -> list[str]:
+        """Every worker's address, from the line `serve` logs once all of them listen."""
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on (.+?): network ext_proc", self.log())
+            if found:
+                return found.group(1).split(", ")
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"hyperfilter serve did not start:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # drains: no stream is open by now
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._dir.cleanup()
 
 
 def stack_per_tier(spec: StackSpec, tier: str, cache_dir: Path) -> Iterator[Stack]:

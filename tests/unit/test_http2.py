@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -218,6 +219,32 @@ def test_calls_end_when_every_callback_pauses(server: int,
         assert client.body(stream) == grpc_message(payload)
         assert client.trailers(stream)["grpc-status"] == "0"
     client.close()
+
+
+def test_a_connection_alone_goes_on_after_its_turn_without_waiting(
+        server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its turn a connection's bytes wait for what else the loop has ready, and nothing
+    else is: a rest as long as the turn left a connection alone on its worker (one Envoy
+    worker sends every stream on one) half the worker, and 500 busy TCP connections' messages
+    queued in Envoy past its message timeout. Here every callback pauses, so that each call
+    takes a turn or more."""
+    monkeypatch.setattr(http2, "TURN_SECONDS", 0.05)
+
+    def over(connection: http2.Connection) -> bool:
+        connection._turn_paused = True
+        return True
+
+    monkeypatch.setattr(http2.Connection, "_turn_is_over", over)
+    client = Client(server)
+    began = time.monotonic()
+    for payload in (b"one", b"two", b"three", b"four", b"five", b"six"):
+        stream = client.call(ECHO)
+        client.send(stream, grpc_message(payload), end=True)
+        client.until(h2.events.StreamEnded, stream)
+        assert client.body(stream) == grpc_message(payload)
+    took = time.monotonic() - began
+    client.close()
+    assert took < 6 * http2.TURN_SECONDS, f"6 calls took {took:.2f} s"
 
 
 def test_pings_are_answered(server: int) -> None:

@@ -3,13 +3,14 @@ policies. The real thing, with real plugins and Envoy, is in tests/integration."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sidecar.http_session import FAILURE_RESPONSE, HttpSession, apply_headers
-from sidecar.registry import Chain, ChainLink
+from sidecar.registry import Chain, ChainLink, Pace
 from sidecar.streams import StreamPlugins
 from sidecar.tcp_session import ConnectionAction, TcpResult, TcpSession
 from vmm.errors import PluginTrap
@@ -22,6 +23,7 @@ from vmm.events import (
     Direction,
     Event,
     EventKind,
+    HttpBody,
     HttpForward,
     HttpHeaders,
     HttpOpen,
@@ -304,3 +306,31 @@ def test_a_post_return_is_deferred_only_when_there_is_one(post_returns: bool) ->
     for work in deferred:
         work()
     assert plugin.sandboxes[0].settled == (1 if post_returns else 0)
+
+
+def spending(seconds: float) -> Script:
+    """A plugin that burns `seconds` of its thread's CPU time on every event."""
+    def script(event: Event) -> Verdict:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        return HTTP_FORWARD if isinstance(event, HttpBody) else FORWARD
+    return script
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "http"])
+@pytest.mark.parametrize(("size", "slow"), [(100, True), (1 << 20, False)])
+def test_a_plugin_is_slow_for_the_cpu_its_events_take_beyond_their_bytes(
+        protocol: str, size: int, slow: bool) -> None:
+    """3 ms an event: slow on 100 bytes; on 1 MiB (3 ns a byte, within what carrying the
+    bytes costs the sidecar) not, so a large message does not send its stream to the slow
+    lanes, where it waited past Envoy's message timeout."""
+    seconds = 1.5 * Pace.SLOW_EVENT_SECONDS
+    plugin = fake("p", spending(seconds), TCP_EVENTS if protocol == "tcp" else HTTP_EVENTS)
+    chain = Chain("c", (ChainLink(plugin, FailurePolicy.FAIL_CLOSED, SandboxPool(plugin, 0)),))
+    stream = StreamPlugins(chain, protocol)
+    data = bytes(size)
+    event: Event = TcpData(IN, data, False) if protocol == "tcp" else HttpBody(IN, data, False)
+    for _ in range(40):
+        stream.deliver(stream.links[0], event)
+    assert stream.slow is slow, f"average {stream.links[0].pace.average * 1000:.2f} ms"

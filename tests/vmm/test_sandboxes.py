@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import pytest
 import wasmtime
 
+from sidecar.registry import Chain, ChainLink
+from sidecar.streams import StreamPlugins
 from sidecar.tiers import BACKENDS
 from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, as_component, plugin_dir
 from vmm.cache import CompileCache
@@ -52,6 +54,8 @@ from vmm.events import (
     TcpOpen,
 )
 from vmm.loader import load_plugin
+from vmm.manifest import FailurePolicy
+from vmm.pool import SandboxPool
 from vmm.sandbox import LoadedPlugin
 
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND
@@ -360,3 +364,21 @@ def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader) 
                                               type(None)}  # every case was exercised
     assert verdicts[0][0] == Replace("10.0.0.1:5000|10.0.0.2:80|db.example|"
                                      "x-hyperfilter-chain=c;x-tenant=ünïcode;".encode())
+
+
+def test_a_plugin_fast_per_byte_stays_on_the_loop_on_the_largest_messages(load: Loader) -> None:
+    """xor-rewrite on the largest messages Envoy sends (its per-connection buffer limit, 1 MiB,
+    which its reads fill under load): milliseconds an event, yet it works through the bytes
+    faster than the sidecar carries them, so its streams are not sent to the slow lanes
+    (where, under 500 connections, events waited past Envoy's message timeout)."""
+    plugin = load("xor-rewrite")
+    chain = Chain("c", (ChainLink(plugin, plugin.manifest.failure_policy or
+                                  FailurePolicy.FAIL_CLOSED, SandboxPool(plugin, 0)),))
+    stream = StreamPlugins(chain, "tcp")
+    data = bytes(1 << 20)
+    try:
+        for _ in range(20):
+            stream.deliver(stream.links[0], TcpData(Direction.INBOUND, data, False))
+        assert not stream.slow, f"average {stream.links[0].pace.average * 1000:.2f} ms"
+    finally:
+        stream.close()
