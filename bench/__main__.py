@@ -52,7 +52,7 @@ from bench.workloads import (
     slow_neighbour,
 )
 from sidecar.envoy import Upstream
-from vmm import kvm
+from vmm.kvm import backend as kvm
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -20,9 +20,9 @@ from rich.progress import Progress
 from bench.stats import summarize
 from bench.workloads import timed
 from sidecar.metrics import Metrics
-from vmm import kvm
 from vmm.errors import SandboxFault
 from vmm.events import Direction, Event, TcpData
+from vmm.kvm import backend as kvm
 from vmm.kvm.layout import EXIT_DONE, EXIT_WINDOW, IMAGE, LARGE_PAGE, slot_size, system_tables
 from vmm.kvm.machine import Kvm, Machine
 from vmm.kvm.sandbox import KvmSandbox

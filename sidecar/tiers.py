@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sidecar.config import PluginEntry, SidecarConfig
 from vmm.errors import PluginLoadError, TierUnavailableError
-from vmm.kvm import KvmBackend
+from vmm.kvm.backend import KvmBackend
 from vmm.sandbox import Backend
 from vmm.wasmtime import WasmtimeBackend
 

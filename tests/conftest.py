@@ -19,8 +19,8 @@ from sidecar.plugin.languages import rust
 from sidecar.plugin.toolchain import ToolchainMissing
 from sidecar.plugin.world import WORLD_NAME, write_plugin_wit
 from sidecar.upstreams import RedisServer
-from vmm import kvm
 from vmm.capabilities import MetricsSink
+from vmm.kvm import backend as kvm
 from vmm.kvm.watchdog import install_kick_handler
 from vmm.loader import load_plugin
 from vmm.manifest import load_manifest
@@ -65,25 +65,42 @@ def component_of(name: str) -> bytes:
 
 def as_component(name: str, tmp_path: Path) -> Path:
     """A copy of the C plugin `name` whose module is wrapped as a component: the same code,
-    lifted and lowered by wasmtime's component model (or the kvm tier's glue) instead of
-    the host."""
+    in several core modules the host links (vmm/component_linking.py)."""
     copy = tmp_path / f"{name}-component"
     shutil.copytree(plugin_dir(name), copy)
     (copy / f"{name}.wasm").write_bytes(component_of(name))
     return copy
 
 
-def kvm_refused_component(tmp_path: Path) -> Path:
-    """A copy of tcp-blocker as a component whose lifts use UTF-16, which the kvm tier's
-    generator does not handle: it refuses the plugin at load, naming why."""
+def _rewritten_component(tmp_path: Path, rewrite: Callable[[bytes], bytes]) -> Path:
+    """A copy of tcp-blocker as a component, its text rewritten."""
     copy = as_component("tcp-blocker", tmp_path)
     text = subprocess.run([WASM_TOOLS, "print", "-"], input=component_of("tcp-blocker"),
                           capture_output=True, check=True).stdout
     (copy / "tcp-blocker.wasm").write_bytes(subprocess.run(
-        [WASM_TOOLS, "parse", "-"], input=text.replace(b"string-encoding=utf8",
-                                                       b"string-encoding=utf16"),
-        capture_output=True, check=True).stdout)
+        [WASM_TOOLS, "parse", "-"], input=rewrite(text), capture_output=True,
+        check=True).stdout)
     return copy
+
+
+def kvm_refused_component(tmp_path: Path) -> Path:
+    """A copy of tcp-blocker as a component with a second linear memory (an extra module's),
+    which the kvm guest does not handle: that tier refuses the plugin at load, naming why;
+    the wasmtime tier links it."""
+    extra = b'(core module $extra (memory (export "m") 1 1)) (core instance (instantiate $extra))'
+
+    def with_extra(text: bytes) -> bytes:
+        body, end, producers = text.rpartition(b"\n  (@producers")  # the component's own
+        return body + b"\n  " + extra + end + producers
+
+    return _rewritten_component(tmp_path, with_extra)
+
+
+def unlinkable_component(tmp_path: Path) -> Path:
+    """A copy of tcp-blocker as a component whose lifts use UTF-16, which the host does not
+    lift: every tier refuses it at load, naming why."""
+    return _rewritten_component(tmp_path, lambda text: text.replace(
+        b"string-encoding=utf8", b"string-encoding=utf16"))
 
 
 class RecordingMetrics(MetricsSink):

@@ -4,7 +4,7 @@ component's imports made core functions) and lifts (core functions made the comp
 exports), and what the component exports.
 
 The kvm tier runs a component by instantiating its core modules itself, in the guest, as the
-shell says (vmm/kvm/linking.py). Only the shape the component toolchains produce is read (a
+shell says (vmm/component_linking.py). Only the shape the component toolchains produce is read (a
 flat component: core modules, core instances, aliases, canonical functions, imported
 instances, exported instances of lifted functions); anything else raises ShellError naming
 it. Types are not read: the core functions' types come from the core modules, and what a

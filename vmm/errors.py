@@ -39,6 +39,11 @@ class TierMismatchError(PluginLoadError):
     """The plugin cannot run on the isolation tier asked for (a component on `kvm`)."""
 
 
+class UnlinkableComponentError(PluginLoadError):
+    """A component of a shape the host cannot take apart into core modules and link, on any
+    tier (a module instantiated twice, a string encoding other than UTF-8, ...)."""
+
+
 class TierUnavailableError(Exception):
     """An isolation tier cannot run on this machine (no /dev/kvm, no toolchain)."""
 

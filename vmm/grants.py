@@ -1,6 +1,6 @@
 """Whether a plugin may import a host interface: the one place that says yes or no, for core
 modules on every tier (vmm/core_module.py, before anything is compiled) and for components
-(the wasmtime linker, vmm/wasmtime/component.py). The kvm tier's exit table and the core
+(vmm/component_linking.py, for every tier). The kvm tier's exit table and the core
 modules' host functions are then built from the granted capabilities only
 (vmm/host_abi.granted_host_calls)."""
 

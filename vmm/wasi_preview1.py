@@ -3,7 +3,7 @@ runtime may import (Go's wasip1 imports ten of them), and what each one answers.
 used by the core-module check at load (vmm/core_module.py: a function not in it, or of another
 type, is refused, naming it), by the wasmtime tier's linker and by the kvm tier's host exits.
 
-The answers grant nothing, as the WASI linked to components does (vmm/wasmtime/component.py):
+The answers grant nothing, as the WASI given to components does (vmm/kvm/wasi_glue.py):
 no files or directories (no descriptor but stdio is open, none is preopened: BADF), no sockets,
 empty arguments and environment, an empty stdin; stdout and stderr go to the plugin's log at
 its rate, line by line. Clocks (wall and monotonic) and random bytes are the host's, for every

@@ -475,7 +475,7 @@ class ExportedAreas(Protocol):
 @runtime_checkable
 class ExportedBytes(Protocol):
     """A sandbox that can call an export returning bytes (component sandboxes:
-    vmm/wasmtime/linked.py, vmm/wasmtime/component.py)."""
+    vmm/wasmtime/linked.py)."""
 
     def exported_bytes(self, function: str) -> bytes: ...
 

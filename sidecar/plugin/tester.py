@@ -28,9 +28,9 @@ from sidecar.plugin.expectations import (
 )
 from sidecar.streams import Decision
 from sidecar.tcp_session import ConnectionAction, TcpResult
-from vmm import kvm
 from vmm.errors import PluginLoadError, SandboxFault, TierMismatchError
 from vmm.events import FORWARD, HTTP_FORWARD, EventKind, Verdict
+from vmm.kvm import backend as kvm
 
 OPEN_EVENTS = frozenset({EventKind.TCP_OPEN, EventKind.HTTP_OPEN})
 

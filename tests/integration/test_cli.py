@@ -21,7 +21,7 @@ from sidecar.metrics import FLUSH_SECONDS
 from sidecar.upstreams import EchoServer
 from tests.conftest import kvm_refused_component, plugin_dir, skip_unless_tier_runs
 from tests.integration.harness import LoopThread, tcp_exchange
-from vmm import kvm
+from vmm.kvm import backend as kvm
 
 pytestmark = pytest.mark.integration
 HYPERFILTER = str(Path(sys.executable).parent / "hyperfilter")
@@ -111,7 +111,7 @@ def test_a_component_the_kvm_tier_cannot_run_is_refused_saying_why(tmp_path: Pat
     refused = kvm_refused_component(tmp_path)
     result = serve(write_config(tmp_path, f'b = {{ path = "{refused}", tier = "kvm" }}'))
     assert result.returncode == 2, result.stderr
-    assert "is a component the kvm tier cannot run yet: it uses string encoding utf16" \
+    assert "is a component the kvm tier cannot run yet: its modules define 2 linear memories" \
         in result.stderr
     assert '(run it on the wasmtime tier: tier = "wasmtime")' in result.stderr
 

@@ -49,7 +49,7 @@ from vmm.events import (
     TcpData,
     TcpOpen,
 )
-from vmm.kvm import KvmBackend
+from vmm.kvm.backend import KvmBackend
 from vmm.manifest import load_manifest
 from vmm.sandbox import LoadedPlugin, Sandbox
 

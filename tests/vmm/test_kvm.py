@@ -27,7 +27,7 @@ from vmm.errors import (
     VmFault,
 )
 from vmm.events import FORWARD, Direction, Replace, TcpData
-from vmm.kvm import KvmBackend
+from vmm.kvm.backend import KvmBackend
 from vmm.kvm.glue import GuestFunctions
 from vmm.kvm.image import CFLAGS, GUEST_SOURCES, build_image, run_build_step
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, MAILBOX, MEMORY_LIMIT, PAGE

@@ -21,10 +21,16 @@ from tests.conftest import (
 )
 from tests.vmm.test_kvm import KvmLoader, kvm_only, load_kvm
 from tests.vmm.test_kvm_components import parse
+from vmm.component_linking import Linking, link
 from vmm.component_shell import MAX_DEFINITIONS, ShellError, read_shell
 from vmm.component_types import Flags, Record, Variant, component_types
-from vmm.errors import NotWasmError, PluginLoadError, TierMismatchError, UngrantedImportError
-from vmm.kvm.linking import Linking, link
+from vmm.errors import (
+    NotWasmError,
+    PluginLoadError,
+    TierMismatchError,
+    UngrantedImportError,
+    UnlinkableComponentError,
+)
 from vmm.manifest import load_manifest
 
 __all__ = ["kvm_only", "load_kvm"]  # fixtures
@@ -212,7 +218,7 @@ def test_a_wasi_function_of_another_type_than_wasis_is_refused_naming_it(
       (core func $lowered (canon lower (func $f)))
       (core instance $b (export "{name}" (func $lowered)))
       (core instance (instantiate $m (with "x" (instance $b)))))""")
-    with pytest.raises(TierMismatchError, match=name):
+    with pytest.raises(UnlinkableComponentError, match=name):
         link_as_tcp_blocker(wasm)
 
 

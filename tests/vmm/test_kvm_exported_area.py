@@ -16,7 +16,7 @@ from tests.conftest import Loader, RecordingMetrics, loader_for
 from vmm.canonical import AbiError
 from vmm.errors import SandboxFault
 from vmm.events import Direction, Replace, TcpData, Verdict
-from vmm.kvm import KvmBackend
+from vmm.kvm.backend import KvmBackend
 from vmm.kvm.layout import EXPORTED_GLOBALS, LINEAR_BASE, MAILBOX
 from vmm.kvm.sandbox import KvmSandbox
 from vmm.sandbox import LoadedPlugin, Sandbox

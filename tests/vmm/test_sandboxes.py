@@ -1,6 +1,6 @@
 """Every isolation tier with real plugins: verdicts, one fresh memory per sandbox, typed faults,
-capabilities, plugins refused at load with a clear reason, and the canonical ABI agreeing with
-wasmtime's component model. Each test runs on each tier this machine can run."""
+capabilities, plugins refused at load with a clear reason, and the host's canonical ABI
+agreeing with wasmtime's component model. Each test runs on each tier this machine can run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ import wasmtime
 from sidecar.registry import Chain, ChainLink
 from sidecar.streams import StreamPlugins
 from sidecar.tiers import BACKENDS
-from tests.conftest import TEST_PLUGINS, Loader, RecordingMetrics, as_component, plugin_dir
+from tests.conftest import (
+    TEST_PLUGINS,
+    Loader,
+    RecordingMetrics,
+    as_component,
+    plugin_dir,
+    unlinkable_component,
+)
+from tests.vmm.component_model import component_model_verdicts
 from vmm.cache import CompileCache
 from vmm.errors import (
     CpuLimitExceeded,
@@ -30,6 +38,7 @@ from vmm.errors import (
     PluginTrap,
     SandboxPoisoned,
     UngrantedImportError,
+    UnlinkableComponentError,
     WorldMismatchError,
 )
 from vmm.events import (
@@ -345,20 +354,30 @@ def without_input_area(tmp_path: Path) -> Path:
     return plain
 
 
+def test_a_component_the_host_cannot_link_is_refused_on_every_tier(
+        load: Loader, tmp_path: Path) -> None:
+    with pytest.raises(UnlinkableComponentError,
+                       match="the host cannot link: it uses string encoding utf16"):
+        load(unlinkable_component(tmp_path))
+
+
 def test_core_abi_agrees_with_the_component_model(tmp_path: Path, load: Loader) -> None:
-    """The same C module run three ways on each tier: as a core module through the host's
+    """The same C module run four ways on each tier: as a core module through the host's
     canonical ABI, with its input area and without, and wrapped as a component by wasm-tools
-    (several core modules: wasmtime's component model lifts and lowers it, or on kvm the
-    guest instantiates its modules as its shell says)."""
+    (several core modules, linked by the host: on kvm instantiated by the guest as its shell
+    says); and that component on wasmtime's own component model, which lifts and lowers
+    everything itself: the oracle."""
     core = load("abi-probe")
     plain = load(without_input_area(tmp_path))
-    component = load(as_component("abi-probe", tmp_path))
+    wrapped = as_component("abi-probe", tmp_path)
+    component = load(wrapped)
     assert (core.kind, component.kind) == ("core module", "component")
     sandboxes = [core.new_sandbox(), plain.new_sandbox(), component.new_sandbox()]
     verdicts = [[sandbox.deliver(e) for sandbox in sandboxes] for e in PROBE_EVENTS]
-    for event, (from_core, from_plain, from_component) in zip(PROBE_EVENTS, verdicts,
-                                                                strict=True):
-        assert from_core == from_plain == from_component, event
+    oracle = component_model_verdicts((wrapped / "abi-probe.wasm").read_bytes(), PROBE_EVENTS)
+    for event, (from_core, from_plain, from_component), expected in zip(
+            PROBE_EVENTS, verdicts, oracle, strict=True):
+        assert from_core == from_plain == from_component == expected, event
     assert {type(v) for v, *_ in verdicts} == {Forward, Replace, Close, Reset, Answer,
                                               AnswerAndClose, HttpForward, Respond,
                                               type(None)}  # every case was exercised

@@ -48,8 +48,8 @@ def test_a_python_component_keeps_state_per_sandbox_only(load_wasmtime: Loader) 
 
 
 def test_large_bodies_cross_into_components_intact(load_wasmtime: Loader) -> None:
-    """list<u8> crosses with two strided copies each way (vmm/wasmtime/component_bytes.py);
-    every byte must still arrive, and come back, where it belongs."""
+    """A Python component's event and verdict, 256 KiB each way, through the host's canonical
+    ABI: every byte must arrive, and come back, where it belongs."""
     sandbox = load_wasmtime("tcp-redactor").new_sandbox()
     body = bytes(range(256)) * 1024 + b"hunter2"
     assert sandbox.deliver(TcpData(IN, body, True)) == Replace(body[:-7] + b"*******")

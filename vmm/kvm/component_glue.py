@@ -1,5 +1,5 @@
 """The C that instantiates a component's core modules inside the guest, as its shell says
-(vmm/kvm/linking.py), and joins them to the guest runtime, generated per plugin.
+(vmm/component_linking.py), and joins them to the guest runtime, generated per plugin.
 
 In a component the same import names mean different things to different modules (each
 module's libc `env` is its own instance), and wasm2c names an import by its module and field
@@ -23,9 +23,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vmm.component_linking import (
+    Binding,
+    HostImport,
+    Linking,
+    ModuleExport,
+    ResourceDrop,
+    WasiImport,
+)
 from vmm.kvm import glue, wasi_glue
 from vmm.kvm.glue import GuestFunctions, mangle
-from vmm.kvm.linking import Binding, HostImport, Linking, ModuleExport, ResourceDrop, WasiImport
 from vmm.wasm_types import ExternSig, FuncSig, GlobalSig, MemorySig, TableSig
 
 

@@ -26,13 +26,13 @@ from functools import partial
 from pathlib import Path
 
 from vmm.cache import CompileCache
+from vmm.component_linking import Linking
 from vmm.core_module import CoreModule
 from vmm.errors import PluginLoadError
 from vmm.kvm import component_glue, glue, split_c
 from vmm.kvm.component_glue import imports_of
 from vmm.kvm.glue import mangle
 from vmm.kvm.layout import IMAGE, LINEAR_BASE, guest_header
-from vmm.kvm.linking import Linking
 from vmm.kvm.positional_imports import IMPORTS_NAME, positional
 
 GUEST_SOURCES = Path(__file__).parent / "guest"

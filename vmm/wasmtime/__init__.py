@@ -3,7 +3,6 @@ the plugins whose memory limits round to the same reservation."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -15,27 +14,22 @@ import wasmtime.component as wc
 
 from vmm.cache import CompileCache
 from vmm.capabilities import HostEnv
+from vmm.component_linking import link
 from vmm.core_module import check_core_module
-from vmm.errors import NotWasmError, TierMismatchError
-from vmm.kvm.linking import link
+from vmm.errors import NotWasmError
 from vmm.manifest import Manifest
 from vmm.memory_plan import memory_plan
 from vmm.sandbox import Backend, LoadedPlugin
 from vmm.wasm_kind import WasmKind, wasm_kind
-from vmm.wasmtime import component_bytes
-from vmm.wasmtime.component import ComponentPlugin
 from vmm.wasmtime.core import CorePlugin
 from vmm.wasmtime.engine import EpochTicker, new_engine, reservation_for, runtime_fingerprint
 from vmm.wasmtime.linked import LinkedPlugin
-
-log = logging.getLogger(__name__)
 
 
 class WasmtimeBackend(Backend):
     tier = "wasmtime"
 
     def __init__(self, cache_dir: Path) -> None:
-        component_bytes.install()
         self.cache = CompileCache(cache_dir, runtime_fingerprint())
         self.ticker = EpochTicker()
         self._engines: dict[int, wasmtime.Engine] = {}
@@ -62,26 +56,16 @@ class WasmtimeBackend(Backend):
                 return CorePlugin(manifest, core, module, env, engine, self.ticker,
                                   memory_plan(wasm))
             if kind is WasmKind.COMPONENT:
-                linked = self._linked(manifest, wasm, env)
-                if linked is not None:
-                    return linked
-                component = self.compile_component(manifest, wasm)
-                return ComponentPlugin(manifest, component, env, engine, self.ticker,
-                                       memory_plan(wasm))
+                return self._linked(manifest, wasm, env)
         except wasmtime.WasmtimeError as exc:
             raise NotWasmError(manifest.name, f"{manifest.wasm} does not compile: "
                                               f"{str(exc).splitlines()[0]}") from None
         raise NotWasmError(manifest.name, f"{manifest.wasm} is not WebAssembly (no \\0asm header)")
 
-    def _linked(self, manifest: Manifest, wasm: bytes, env: HostEnv) -> LinkedPlugin | None:
+    def _linked(self, manifest: Manifest, wasm: bytes, env: HostEnv) -> LinkedPlugin:
         """The component as its core modules, linked by the host, each compiled through the
-        cache; None when the host cannot link it (it then runs on wasmtime's component
-        model, the log says why)."""
-        try:
-            linking = link(manifest, wasm, guest=False)
-        except TierMismatchError as exc:
-            log.info("%s; it runs on wasmtime's component model instead", exc)
-            return None
+        cache."""
+        linking = link(manifest, wasm, guest=False)
         engine, reservation = self.engine_for(manifest.limits.memory_bytes)
         count = len(linking.instances)
         modules = [self.cache.load_or_compile(
@@ -94,8 +78,8 @@ class WasmtimeBackend(Backend):
                             memory_plan(wasm))
 
     def compile_component(self, manifest: Manifest, wasm: bytes) -> wc.Component:
-        """The component compiled for the plugin's memory limit, through the compile cache;
-        wasmtime.WasmtimeError when it does not compile."""
+        """The component compiled by wasmtime's component model, for its types; through the
+        compile cache; wasmtime.WasmtimeError when it does not compile."""
         engine, reservation = self.engine_for(manifest.limits.memory_bytes)
         return self.cache.load_or_compile(
             wasm, f"{reservation >> 20}m.ccwasm",

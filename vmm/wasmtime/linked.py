@@ -1,5 +1,5 @@
 """Components on wasmtime, run as their core modules, linked by the host as the kvm tier links
-them (vmm/kvm/linking.py): each module instantiated in the order the component's shell says,
+them (vmm/component_linking.py): each module instantiated in the order the component's shell says,
 each import given an earlier instance's export, a capability (lowered: vmm/canonical.py) or a
 WASI function (vmm/wasmtime/wasi_preview2.py). The host then calls the world's exports and
 lifts their verdicts itself, as it does a core module's (vmm/wasmtime/core.py), so a verdict
@@ -21,10 +21,17 @@ from wasmtime import _ffi as ffi
 
 from vmm.canonical import AbiError
 from vmm.capabilities import HostEnv
+from vmm.component_linking import (
+    Binding,
+    HostImport,
+    Linking,
+    ModuleExport,
+    ResourceDrop,
+    WasiImport,
+)
 from vmm.errors import SandboxFault
 from vmm.fault_notes import PluginStderr
 from vmm.host_abi import BoundHostFunction, granted_host_calls
-from vmm.kvm.linking import Binding, HostImport, Linking, ModuleExport, ResourceDrop, WasiImport
 from vmm.manifest import Manifest
 from vmm.memory_plan import MemoryPlan
 from vmm.wasi_preview1 import WasiStreams

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmm.canonical import AbiError, Memory
+from vmm.component_linking import ModuleExport, WasiImport
 from vmm.component_types import Flags, ListOf, Primitive, Record, Variant, WitType
 from vmm.kvm.layout import TRAPS
-from vmm.kvm.linking import ModuleExport, WasiImport
 from vmm.kvm.wasi_glue import KINDS, WRITE_PERMIT, deny_case, method_of
 from vmm.kvm.wasi_services import PROC_EXIT, RANDOM_GET, SERVICES
 from vmm.wasi_preview1 import MAX_RANDOM, STDERR, STDIN, STDOUT, WasiFunction, WasiStreams

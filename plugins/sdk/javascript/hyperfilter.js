@@ -272,9 +272,9 @@ function checkedFields(hook, value, what) {
 // A hook that throws, or returns something that is not a verdict, fails its event under the
 // plugin's failure policy. The error and the plugin's own stack frames go to stderr, which
 // the sidecar puts in the plugin's log; then one line saying why, which the sidecar makes the
-// message of the event's fault (vmm/wasmtime/component.py); then the call traps.
+// message of the event's fault (vmm/fault_notes.py); then the call traps.
 
-const FAULT_NOTE = "hyperfilter-fault: "; // vmm/wasmtime/component.py's FAULT_NOTE
+const FAULT_NOTE = "hyperfilter-fault: "; // vmm/fault_notes.py's FAULT_NOTE
 const MAX_CAUSE = 300;
 
 function guarded(hooks, name, args, check) {

@@ -2,7 +2,7 @@
 
 Left alone, componentize-py's runtime panics with neither the cause nor a line number. Instead
 the SDK writes to stderr a fault note, one line saying why, then the Python traceback, and
-exits. The sidecar (vmm/wasmtime/component.py) makes the note the message of the event's fault,
+exits. The sidecar (vmm/fault_notes.py) makes the note the message of the event's fault,
 and note and traceback one message in the plugin's log (at the plugin's log rate, `log` grant
 or not): the event fails under the plugin's failure policy, the sandbox is gone, and the next
 stream gets a fresh one.
@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from hyperfilter_verdicts import VerdictError
 
-FAULT_NOTE = b"hyperfilter-fault: "  # vmm/wasmtime/component.py's FAULT_NOTE
+FAULT_NOTE = b"hyperfilter-fault: "  # vmm/fault_notes.py's FAULT_NOTE
 SDK_DIR = os.path.dirname(os.path.abspath(__file__))
 MOUNT = re.compile(r"/\d+/")  # where componentize-py puts a source directory
 FRAME_IN_MOUNT = re.compile(rf'^(\s*File "){MOUNT.pattern}')

@@ -1,16 +1,19 @@
-"""A component plugin resolved for the kvm tier: its core modules in the order its shell
-instantiates them, every import of each bound to an earlier module's export or to a host
-function, and the world's exports found in the modules.
+"""A component plugin resolved into its core modules, for every tier: the modules in the
+order its shell instantiates them, every import of each bound to an earlier module's export
+or to a host function (a capability, WASI), and the world's exports found in the modules.
 
-The guest then instantiates the modules itself (vmm/kvm/component_glue.py) and the host talks
-to it as to a core-module plugin: the same contract (`CoreModule`), its names (cabi_realloc,
-the handlers, their post-returns) bound to the modules that define them. So the canonical ABI
-of the world's exports and capability imports stays the host's (vmm/canonical.py), with the
-memory and realloc the component's lifts and lowers name, which must be one each.
+Each tier then instantiates the modules (the kvm guest with generated glue:
+vmm/kvm/component_glue.py; wasmtime in the host: vmm/wasmtime/linked.py) and the host talks
+to the component as to a core-module plugin: the same contract (`CoreModule`), its names
+(cabi_realloc, the handlers, their post-returns) bound to the modules that define them. So
+the canonical ABI of the world's exports and capability imports stays the host's
+(vmm/canonical.py), with the memory and realloc the component's lifts and lowers name, which
+must be one each; WASI is answered deny-all (vmm/kvm/wasi_glue.py says how).
 
-What the generator does not handle is refused, naming it: WASI imports, resources, a module
-instantiated twice, more than one linear memory, lifts or lowers with other memories or
-allocators, string encodings other than UTF-8.
+What is not handled is refused, naming it: resources other than WASI's, a module
+instantiated twice, lifts or lowers with other memories or allocators, string encodings other
+than UTF-8. The kvm guest also needs one linear memory, no reference types between modules,
+and extended constants it can compute at instantiation.
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ from vmm.core_module import (
     Handler,
     check_capability_import,
 )
-from vmm.errors import NotWasmError, PluginLoadError, TierMismatchError, WorldMismatchError
+from vmm.errors import (
+    NotWasmError,
+    PluginLoadError,
+    TierMismatchError,
+    UnlinkableComponentError,
+    WorldMismatchError,
+)
 from vmm.events import kinds_of
 from vmm.kvm import wasi_glue
 from vmm.kvm.data_segments import Segment, take_segments
@@ -75,7 +84,11 @@ WASI_PREFIX = "wasi:"
 
 
 class Unsupported(Exception):
-    """The component does something the kvm tier's generator does not handle."""
+    """The component does something the host's linking does not handle, on any tier."""
+
+
+class GuestUnsupported(Unsupported):
+    """What only the kvm guest's generator does not handle (wasm2c's limits, one memory)."""
 
 
 @dataclass(frozen=True)
@@ -149,24 +162,25 @@ class Linking:
 
 
 def link(manifest: Manifest, wasm: bytes, *, guest: bool = True) -> Linking:
-    """The component `wasm` resolved; TierMismatchError naming what the kvm tier does not
-    handle, WorldMismatchError (and the grant errors) as for a core module. `guest`: for the
-    kvm guest, its modules rewritten as wasm2c needs them (extended constants computed at
-    instantiation, the main module's data preloaded) and one linear memory in all; otherwise
-    (the wasmtime tier) its modules as the component has them."""
+    """The component `wasm` resolved; UnlinkableComponentError naming what the host does not
+    handle, TierMismatchError what only the kvm guest does not, WorldMismatchError (and the
+    grant errors) as for a core module. `guest`: for the kvm guest, its modules rewritten as
+    wasm2c needs them (extended constants computed at instantiation, the main module's data
+    preloaded) and one linear memory in all; otherwise (the wasmtime tier) its modules as
+    the component has them."""
     try:  # a component no validator accepts is not made runnable by the rewrites below
         wasm_tools("validate", given=wasm)
     except WasmToolsError as exc:
         raise NotWasmError(manifest.name, f"is not a valid component: {exc}") from None
     try:
         return _Linker(manifest, read_shell(wasm), wasm, guest).link()
-    except (ShellError, Unsupported, WasmFormatError, ComponentTypesError) as exc:
-        if not guest:
-            raise TierMismatchError(manifest.name, f"is a component the host cannot link: "
-                                                   f"{exc}") from None
+    except GuestUnsupported as exc:
         raise TierMismatchError(manifest.name, f"is a component the kvm tier cannot run yet: "
                                                f"{exc} (run it on the wasmtime tier: tier = "
                                                f'"wasmtime")') from None
+    except (ShellError, Unsupported, WasmFormatError, ComponentTypesError) as exc:
+        raise UnlinkableComponentError(manifest.name, f"is a component the host cannot link: "
+                                                      f"{exc}") from None
 
 
 class _Linker:
@@ -197,7 +211,7 @@ class _Linker:
                 if self.guest:
                     module = compute_at_instantiation(given)
             except ExtendedConstantError as exc:
-                raise Unsupported(f"core module {instance.module}: {exc}") from None
+                raise GuestUnsupported(f"core module {instance.module}: {exc}") from None
             types = read_module_types(module)
             bindings = tuple((item, self._bind(number, instance, item))
                              for item in types.imports)
@@ -208,7 +222,7 @@ class _Linker:
                                                   for item in i.types.imports)
                       for i in self.instances)
         if defined != 1 and self.guest:
-            raise Unsupported(f"its modules define {defined} linear memories; the kvm tier "
+            raise GuestUnsupported(f"its modules define {defined} linear memories; the kvm tier "
                               "runs one")
         return self._contract()
 
@@ -217,8 +231,8 @@ class _Linker:
         if given is None:
             raise Unsupported(f"module instance {number} is given no {item.module!r}")
         found = self._export_of(given, item.name)
-        if _has_references(item.sig):
-            raise Unsupported(f"module instance {number} imports {item.module}#{item.name} "
+        if _has_references(item.sig) and self.guest:
+            raise GuestUnsupported(f"module instance {number} imports {item.module}#{item.name} "
                               "with reference types")
         if isinstance(found, ResourceOp):
             if found.op != "resource.drop" or not item.name.startswith(_DROP):
@@ -343,7 +357,7 @@ class _Linker:
             self._options(options, memories, reallocs)
         if len(memories) != 1 or len(reallocs) != 1:
             raise Unsupported(f"its lifts and lowers name {len(memories)} memories and "
-                              f"{len(reallocs)} allocators; the kvm tier needs one of each")
+                              f"{len(reallocs)} allocators; the host needs one of each")
         functions[REALLOC] = self._function(reallocs.pop(), REALLOC_TYPES, "its realloc")
         memory = memories.pop()
         if not isinstance(memory.sig, MemorySig) or memory.sig.memory64:
@@ -403,7 +417,7 @@ class _Linker:
     def _lifted(self, interface: str, name: str) -> Lifted:
         sort, index = self.shell.exports.get(interface, (None, 0))
         if sort != INSTANCE:
-            raise WorldMismatchError(self.manifest.name, f"does not export {interface}")
+            raise WorldMismatchError(self.manifest.name, f"does not export {interface}#{name}")
         sort, index = self.shell.instance_item(index, name)
         function = self.shell.function(index) if sort == FUNC else None
         if not isinstance(function, Lifted):
