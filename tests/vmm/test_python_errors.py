@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Loader, plugin_dir
 from vmm.capabilities import PluginLog
-from vmm.errors import PluginError
+from vmm.errors import CpuLimitExceeded, PluginError
 from vmm.events import Direction, HttpForward, HttpHeaders, Mutation, TcpData
 from vmm.fault_notes import FAULT_NOTE, PluginStderr
 
@@ -139,3 +139,17 @@ def test_a_fault_note_and_what_follows_are_kept_out_of_the_log(
     assert stderr.report == ["Traceback", '  File "app.py"']
     stderr.begin_event()
     assert (stderr.note, stderr.report) == (None, [])
+
+
+def test_a_report_the_cpu_bound_cuts_short_still_names_its_cause(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The note comes first: the CPU bound stopping the traceback after it leaves the cause,
+    and the log says the report was cut short; with no note, running out of time is that."""
+    stderr = PluginStderr(PluginLog("noted"))
+    out_of_time = CpuLimitExceeded("noted", "more than 50 ms of CPU time for one event")
+    assert stderr.explained("noted", out_of_time) is out_of_time
+    stderr.write(FAULT_NOTE + b"on_data raised KeyError\nTraceback (most")
+    with caplog.at_level(logging.ERROR, logger="hyperfilter.plugin.noted"):
+        fault = stderr.explained("noted", out_of_time)
+    assert isinstance(fault, PluginError) and fault.detail == "on_data raised KeyError"
+    assert "(the report was cut short: more than 50 ms of CPU time" in caplog.text
