@@ -52,13 +52,13 @@ from vmm.wasmtime.raw import (
 )
 from vmm.world import Export
 
-# The WASI output of the sandbox whose code runs on this thread (set on every entry into a
-# sandbox of a plugin importing WASI).
-_running = threading.local()
+# What the host functions of the sandbox whose code runs on this thread work with (set on every
+# entry): its WASI output (`streams`), a linked component's WASI (`wasi`, vmm/wasmtime/linked.py).
+running = threading.local()
 
 
 def _running_streams() -> WasiStreams:
-    streams: WasiStreams = _running.streams
+    streams: WasiStreams = running.streams
     return streams
 
 
@@ -175,7 +175,7 @@ class CoreSandbox(Sandbox):
     def _enter(self) -> None:
         """This sandbox's code is about to run on this thread."""
         if self._streams is not None:
-            _running.streams = self._streams
+            running.streams = self._streams
 
     def _initialize(self) -> None:
         """A reactor's initialisation (Go's runtime and package init), within the CPU bound of

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import threading
 from collections.abc import Mapping
 from ctypes import POINTER, byref
 
@@ -35,7 +34,7 @@ from vmm.host_abi import BoundHostFunction, granted_host_calls
 from vmm.manifest import Manifest
 from vmm.memory_plan import MemoryPlan
 from vmm.wasi_preview1 import WasiStreams
-from vmm.wasmtime.core import CoreSandbox, Exports, ModulesPlugin
+from vmm.wasmtime.core import CoreSandbox, Exports, ModulesPlugin, running
 from vmm.wasmtime.engine import EpochTicker
 from vmm.wasmtime.raw import (
     HostFunction,
@@ -48,12 +47,9 @@ from vmm.wasmtime.raw import (
 )
 from vmm.wasmtime.wasi_preview2 import WasiState, drop_function, host_function
 
-# The WASI and memory of the sandbox whose code runs on this thread (set on every entry).
-_running = threading.local()
-
 
 def _running_wasi() -> WasiState:
-    state: WasiState = _running.wasi
+    state: WasiState = running.wasi
     return state
 
 
@@ -212,7 +208,7 @@ class LinkedSandbox(CoreSandbox):
 
     def _enter(self) -> None:
         super()._enter()
-        _running.wasi = self._wasi
+        running.wasi = self._wasi
 
     def exported_bytes(self, function: str) -> bytes:
         """What the component's export `function: func() -> string` returns now, as the bytes
