@@ -262,11 +262,15 @@ class CoreSandbox(Sandbox):
         return self._streams.explain(str(trap)) if self._streams is not None else str(trap)
 
     def _fault(self, trap: WasmTrap) -> SandboxFault:
+        cause = self._plugin.host_calls.take_cause()
+        if isinstance(cause, WasmTrap):
+            # The plugin's own code, called back by a host function (its realloc, for a list
+            # the host returns), trapped: that is the fault, out of CPU time as often as not.
+            trap, cause = cause, None
         fault = classify(
             self.plugin, self._limits, self._explained(trap),
             interrupted=trap.code == wasmtime.TrapCode.INTERRUPT,
-            memory_size=self._memory.size(),
-            host_cause=self._plugin.host_calls.take_cause())
+            memory_size=self._memory.size(), host_cause=cause)
         notes = None if self._streams is None else self._streams.notes
         return fault if notes is None else notes.explained(self.plugin, fault)
 
