@@ -66,10 +66,10 @@ Provider = tuple[int, bytes] | HostFunction
 # A module's imports, as instantiation fills them in: exports (where in the imports, from
 # which instance, which name), host functions (which import), and how many in all.
 Plan = tuple[list[tuple[int, int, int, int]], list[tuple[int, HostFunction]], int]
-# Called about 2,000 times per sandbox for a Python component: without wasmtime-py's
-# conversion of each argument.
 _STRING = struct.Struct("<II")  # a lifted string's pointer and length
 _UTF16 = 1 << 31  # latin1+utf16: the length's top bit says the string is UTF-16
+# Called about 2,000 times per sandbox for a Python component: without wasmtime-py's
+# conversion of each argument.
 _export_get = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                ctypes.c_size_t, ctypes.c_void_p)(
     ("wasmtime_instance_export_get", ffi.dll))
